@@ -1,0 +1,197 @@
+/**
+ * Opens a GGUF file: a bounded structural scan (ggufScan.ts) validates the container and the
+ * tensor index, then @huggingface/gguf reads the metadata values, and the two must agree.
+ * Tensor bytes are read on demand with positioned reads, one tensor (or row range) at a time,
+ * so the whole file is never copied into memory at once.
+ */
+import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { gguf } from "@huggingface/gguf";
+import { FileError, GgufHeaderError, GgufTensorError, HaloError, describeError } from "../base/errors.js";
+import { GGUF_MAX_HEADER_BYTES, GGUF_VALUE_TYPE_NAMES, GgufValueType } from "./ggufFormat.js";
+import { NeedMoreBytes, scanGgufHeader, type GgufKeyType, type GgufLayout, type GgufTensorInfo } from "./ggufScan.js";
+
+export type GgufValue = number | bigint | string | boolean | GgufValue[];
+
+export class GgufMetadata {
+  constructor(
+    private readonly values: ReadonlyMap<string, GgufValue>,
+    private readonly types: ReadonlyMap<string, GgufKeyType>,
+  ) {}
+
+  has(key: string): boolean {
+    return this.values.has(key);
+  }
+  keys(): string[] {
+    return [...this.values.keys()];
+  }
+  raw(key: string): GgufValue | undefined {
+    return this.values.get(key);
+  }
+  typeOf(key: string): GgufKeyType | undefined {
+    return this.types.get(key);
+  }
+
+  /** An integer value of any integer type, checked to be a safe integer. */
+  integer(key: string): number | undefined {
+    const value = this.values.get(key);
+    if (value === undefined) return undefined;
+    if (typeof value === "bigint") {
+      if (value > BigInt(Number.MAX_SAFE_INTEGER) || value < BigInt(Number.MIN_SAFE_INTEGER)) throw new GgufHeaderError(`metadata '${key}' = ${value} is out of range`);
+      return Number(value);
+    }
+    if (typeof value === "number" && Number.isInteger(value) && this.isIntegerType(key)) return value;
+    throw new GgufHeaderError(`metadata '${key}' must be an integer, got ${this.describeType(key)}`);
+  }
+  float(key: string): number | undefined {
+    const value = this.values.get(key);
+    if (value === undefined) return undefined;
+    if (typeof value === "number") return value;
+    throw new GgufHeaderError(`metadata '${key}' must be a number, got ${this.describeType(key)}`);
+  }
+  string(key: string): string | undefined {
+    const value = this.values.get(key);
+    if (value === undefined) return undefined;
+    if (typeof value === "string") return value;
+    throw new GgufHeaderError(`metadata '${key}' must be a string, got ${this.describeType(key)}`);
+  }
+  boolean(key: string): boolean | undefined {
+    const value = this.values.get(key);
+    if (value === undefined) return undefined;
+    if (typeof value === "boolean") return value;
+    throw new GgufHeaderError(`metadata '${key}' must be a bool, got ${this.describeType(key)}`);
+  }
+  /** An array whose elements are all of `elementType`. */
+  array(key: string, elementType: number): GgufValue[] | undefined {
+    const value = this.values.get(key);
+    if (value === undefined) return undefined;
+    const type = this.types.get(key);
+    if (!Array.isArray(value) || type?.type !== GgufValueType.ARRAY || type.elementType !== elementType) {
+      throw new GgufHeaderError(`metadata '${key}' must be an array of ${GGUF_VALUE_TYPE_NAMES[elementType]}, got ${this.describeType(key)}`);
+    }
+    return value;
+  }
+
+  private isIntegerType(key: string): boolean {
+    const t = this.types.get(key)?.type;
+    return t !== undefined && t !== GgufValueType.FLOAT32 && t !== GgufValueType.FLOAT64 && t !== GgufValueType.BOOL && t !== GgufValueType.STRING && t !== GgufValueType.ARRAY;
+  }
+  private describeType(key: string): string {
+    const t = this.types.get(key);
+    if (t === undefined) return "nothing";
+    if (t.type === GgufValueType.ARRAY) return `array of ${GGUF_VALUE_TYPE_NAMES[t.elementType ?? -1] ?? "?"}`;
+    return GGUF_VALUE_TYPE_NAMES[t.type] ?? `type ${t.type}`;
+  }
+}
+
+export interface GgufFile {
+  readonly path: string;
+  readonly version: number;
+  readonly fileSize: number;
+  readonly alignment: number;
+  readonly dataOffset: number;
+  readonly metadata: GgufMetadata;
+  /** In file order. */
+  readonly tensors: readonly GgufTensorInfo[];
+  tensor(name: string): GgufTensorInfo | undefined;
+  /** Reads `length` bytes at `tensor` byte `start` (positioned read, bounds-checked). */
+  readTensorBytes(tensor: GgufTensorInfo, start?: number, length?: number): Uint8Array;
+  close(): void;
+}
+
+function readHeaderLayout(fd: number, fileSize: number): GgufLayout {
+  let size = Math.min(fileSize, 1 << 20);
+  for (;;) {
+    const bytes = Buffer.allocUnsafe(size);
+    const n = readFully(fd, bytes, 0);
+    try {
+      return scanGgufHeader(bytes.subarray(0, n), fileSize);
+    } catch (error) {
+      if (!(error instanceof NeedMoreBytes)) throw error;
+      if (size >= GGUF_MAX_HEADER_BYTES) throw new GgufHeaderError(`the header is larger than ${GGUF_MAX_HEADER_BYTES} bytes`);
+      size = Math.min(fileSize, GGUF_MAX_HEADER_BYTES, Math.max(size * 2, error.needed));
+    }
+  }
+}
+
+function readFully(fd: number, target: Uint8Array, position: number): number {
+  let done = 0;
+  while (done < target.length) {
+    const n = readSync(fd, target, done, target.length - done, position + done);
+    if (n === 0) break;
+    done += n;
+  }
+  return done;
+}
+
+/** Opens and validates a GGUF file. Throws a HaloError (never another type) for a bad file. */
+export async function openGguf(path: string): Promise<GgufFile> {
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch (error) {
+    throw new FileError(path, `cannot open: ${(error as NodeJS.ErrnoException).code ?? describeError(error)}`, { cause: error });
+  }
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) throw new FileError(path, "not a regular file");
+    const layout = readHeaderLayout(fd, stat.size);
+    const values = await readMetadataValues(path, layout);
+    return createGgufFile(path, fd, layout, values);
+  } catch (error) {
+    closeSync(fd);
+    if (error instanceof HaloError) throw error;
+    throw new GgufHeaderError(`${path}: ${describeError(error)}`, { cause: error });
+  }
+}
+
+async function readMetadataValues(path: string, layout: GgufLayout): Promise<Map<string, GgufValue>> {
+  let parsed: Awaited<ReturnType<typeof gguf>>;
+  try {
+    parsed = await gguf(path, { allowLocalFile: true });
+  } catch (error) {
+    throw new GgufHeaderError(`metadata: ${describeError(error)}`, { cause: error });
+  }
+  const { metadata } = parsed;
+  if (BigInt(metadata.tensor_count) !== BigInt(layout.tensors.length) || BigInt(metadata.kv_count) !== BigInt(layout.nKv) || Number(parsed.tensorDataOffset) !== layout.dataOffset) {
+    throw new GgufHeaderError("the metadata reader and the structural scan disagree about the header");
+  }
+  const values = new Map<string, GgufValue>();
+  for (const [key, value] of Object.entries(metadata)) {
+    if (key === "version" || key === "tensor_count" || key === "kv_count") continue;
+    values.set(key, value as GgufValue);
+  }
+  return values;
+}
+
+function createGgufFile(path: string, fd: number, layout: GgufLayout, values: Map<string, GgufValue>): GgufFile {
+  const byName = new Map(layout.tensors.map((t) => [t.name, t]));
+  let open = true;
+  return {
+    path,
+    version: layout.version,
+    fileSize: layout.fileSize,
+    alignment: layout.alignment,
+    dataOffset: layout.dataOffset,
+    metadata: new GgufMetadata(values, layout.keyTypes),
+    tensors: layout.tensors,
+    tensor: (name) => byName.get(name),
+    readTensorBytes(tensor, start = 0, length = tensor.byteLength - start) {
+      if (!open) throw new FileError(path, "read after close");
+      if (!(Number.isInteger(start) && Number.isInteger(length) && start >= 0 && length >= 0 && start + length <= tensor.byteLength)) {
+        throw new GgufTensorError(`read of bytes [${start}, ${start + length}) outside tensor '${tensor.name}' (${tensor.byteLength} bytes)`, tensor.name);
+      }
+      const bytes = new Uint8Array(length);
+      const n = readFully(fd, bytes, tensor.fileOffset + start);
+      if (n !== length) throw new FileError(path, `short read of tensor '${tensor.name}': ${n} of ${length} bytes (file changed?)`);
+      return bytes;
+    },
+    close() {
+      if (open) {
+        open = false;
+        closeSync(fd);
+      }
+    },
+  };
+}
+
+export type { GgufTensorInfo, GgufKeyType } from "./ggufScan.js";
