@@ -1,16 +1,20 @@
 /**
  * Opens a GGUF file: a bounded structural scan (ggufScan.ts) validates the container and the
- * tensor index, then @huggingface/gguf reads the metadata values, and the two must agree.
- * Tensor bytes are read on demand with positioned reads, one tensor (or row range) at a time,
- * so the whole file is never copied into memory at once.
+ * tensor index and records where each metadata value lies; the values are then decoded from
+ * the same header bytes. Tensor bytes are read on demand with positioned reads, one tensor (or
+ * row range) at a time, so the whole file is never copied into memory at once.
+ *
+ * @huggingface/gguf 0.4.6 used to decode the values. It is no longer called here, because it
+ * silently truncates a string that crosses the end of its 2 MB read buffer, drops a leading
+ * U+FEFF from strings, and returns the metadata as a plain object (key order changed for
+ * integer-like keys; `__proto__`, `version`, `tensor_count` and `kv_count` keys collide).
  */
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
-import { gguf } from "@huggingface/gguf";
 import { FileError, GgufHeaderError, GgufTensorError, HaloError, describeError } from "../base/errors.js";
 import { GGUF_MAX_HEADER_BYTES, GGUF_VALUE_TYPE_NAMES, GgufValueType } from "./ggufFormat.js";
-import { NeedMoreBytes, scanGgufHeader, type GgufKeyType, type GgufLayout, type GgufTensorInfo } from "./ggufScan.js";
+import { NeedMoreBytes, decodeGgufValue, scanGgufHeader, type GgufKeyType, type GgufLayout, type GgufTensorInfo, type GgufValue } from "./ggufScan.js";
 
-export type GgufValue = number | bigint | string | boolean | GgufValue[];
+export type { GgufValue } from "./ggufScan.js";
 
 export class GgufMetadata {
   constructor(
@@ -98,15 +102,18 @@ export interface GgufFile {
   close(): void;
 }
 
-function readHeaderLayout(fd: number, fileSize: number): GgufLayout {
+/** The scanned layout and the header bytes it was scanned from (they hold every metadata value). */
+function readHeaderLayout(fd: number, fileSize: number): { layout: GgufLayout; bytes: Uint8Array } {
   let size = Math.min(fileSize, 1 << 20);
   for (;;) {
     const bytes = Buffer.allocUnsafe(size);
     const n = readFully(fd, bytes, 0);
     try {
-      return scanGgufHeader(bytes.subarray(0, n), fileSize);
+      return { layout: scanGgufHeader(bytes.subarray(0, n), fileSize), bytes: bytes.subarray(0, n) };
     } catch (error) {
       if (!(error instanceof NeedMoreBytes)) throw error;
+      // A short read means the file shrank after fstat; asking again would loop forever.
+      if (n < size) throw new GgufHeaderError(`short read: ${n} of ${size} header bytes (file changed while being read?)`);
       if (size >= GGUF_MAX_HEADER_BYTES) throw new GgufHeaderError(`the header is larger than ${GGUF_MAX_HEADER_BYTES} bytes`);
       size = Math.min(fileSize, GGUF_MAX_HEADER_BYTES, Math.max(size * 2, error.needed));
     }
@@ -134,33 +141,15 @@ export async function openGguf(path: string): Promise<GgufFile> {
   try {
     const stat = fstatSync(fd);
     if (!stat.isFile()) throw new FileError(path, "not a regular file");
-    const layout = readHeaderLayout(fd, stat.size);
-    const values = await readMetadataValues(path, layout);
+    const { layout, bytes } = readHeaderLayout(fd, stat.size);
+    const values = new Map<string, GgufValue>();
+    for (const [key, keyType] of layout.keyTypes) values.set(key, decodeGgufValue(bytes, keyType));
     return createGgufFile(path, fd, layout, values);
   } catch (error) {
     closeSync(fd);
     if (error instanceof HaloError) throw error;
     throw new GgufHeaderError(`${path}: ${describeError(error)}`, { cause: error });
   }
-}
-
-async function readMetadataValues(path: string, layout: GgufLayout): Promise<Map<string, GgufValue>> {
-  let parsed: Awaited<ReturnType<typeof gguf>>;
-  try {
-    parsed = await gguf(path, { allowLocalFile: true });
-  } catch (error) {
-    throw new GgufHeaderError(`metadata: ${describeError(error)}`, { cause: error });
-  }
-  const { metadata } = parsed;
-  if (BigInt(metadata.tensor_count) !== BigInt(layout.tensors.length) || BigInt(metadata.kv_count) !== BigInt(layout.nKv) || Number(parsed.tensorDataOffset) !== layout.dataOffset) {
-    throw new GgufHeaderError("the metadata reader and the structural scan disagree about the header");
-  }
-  const values = new Map<string, GgufValue>();
-  for (const [key, value] of Object.entries(metadata)) {
-    if (key === "version" || key === "tensor_count" || key === "kv_count") continue;
-    values.set(key, value as GgufValue);
-  }
-  return values;
 }
 
 function createGgufFile(path: string, fd: number, layout: GgufLayout, values: Map<string, GgufValue>): GgufFile {

@@ -1,8 +1,8 @@
 /**
  * A bounded structural pass over a GGUF header. It checks every count and length against
  * the bytes left *before* anything is allocated from it, computes sizes in BigInt, and
- * records each key's type and each tensor's extent. It reads no value it does not need.
- * The values themselves are read afterwards by @huggingface/gguf (see ggufReader.ts).
+ * records each key's type, value offset and each tensor's extent. It reads no value it does
+ * not need; `decodeGgufValue` decodes one afterwards from the same bytes (see ggufReader.ts).
  */
 import { GgufHeaderError, GgufTensorError } from "../base/errors.js";
 import { ggmlTypeLayout } from "../kernels/index.js";
@@ -12,11 +12,15 @@ import {
   GGUF_SUPPORTED_VERSIONS, GGUF_VALUE_TYPE_NAMES, GgufValueType, alignUp,
 } from "./ggufFormat.js";
 
+export type GgufValue = number | bigint | string | boolean | GgufValue[];
+
 export interface GgufKeyType {
   readonly type: number;
   /** For arrays: the element type and length. */
   readonly elementType?: number;
   readonly length?: number;
+  /** Byte offset of the value in the file (for arrays, of the first element); set by the scan. */
+  readonly valueOffset?: number;
 }
 
 export interface GgufTensorInfo {
@@ -42,11 +46,20 @@ export interface GgufLayout {
   readonly fileSize: number;
 }
 
+/** Keeps a leading U+FEFF instead of stripping it, so keys and names read back exactly. */
+const utf8 = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
+
 /** Thrown when the scan needs bytes past the buffer it was given but the file has more. */
 export class NeedMoreBytes extends Error {
   constructor(readonly needed: number) {
     super(`need ${needed} bytes`);
   }
+}
+
+/** A field description, built lazily when it is a function (only an error message needs it). */
+type Label = string | (() => string);
+function label(what: Label): string {
+  return typeof what === "string" ? what : what();
 }
 
 class Cursor {
@@ -59,25 +72,25 @@ class Cursor {
   get fileBytesLeft(): number {
     return this.fileSize - this.offset;
   }
-  private need(n: number, what: string): void {
+  private need(n: number, what: Label): void {
     if (this.offset + n > this.fileSize) {
-      throw new GgufHeaderError(`truncated: ${what} at byte ${this.offset} needs ${n} bytes, file has ${this.fileSize}`);
+      throw new GgufHeaderError(`truncated: ${label(what)} at byte ${this.offset} needs ${n} bytes, file has ${this.fileSize}`);
     }
     if (this.offset + n > this.bytes.length) throw new NeedMoreBytes(this.offset + n);
   }
-  u32(what: string): number {
+  u32(what: Label): number {
     this.need(4, what);
     const v = this.view.getUint32(this.offset, true);
     this.offset += 4;
     return v;
   }
-  u64(what: string): bigint {
+  u64(what: Label): bigint {
     this.need(8, what);
     const v = this.view.getBigUint64(this.offset, true);
     this.offset += 8;
     return v;
   }
-  skip(n: number, what: string): void {
+  skip(n: number, what: Label): void {
     this.need(n, what);
     this.offset += n;
   }
@@ -87,14 +100,15 @@ class Cursor {
     if (length > BigInt(this.fileBytesLeft)) throw new GgufHeaderError(`${what}: length ${length} exceeds the ${this.fileBytesLeft} bytes left in the file`);
     const n = Number(length);
     this.need(n, what);
-    const text = new TextDecoder("utf-8", { fatal: false }).decode(this.bytes.subarray(this.offset, this.offset + n));
+    const text = utf8.decode(this.bytes.subarray(this.offset, this.offset + n));
     this.offset += n;
     return text;
   }
-  skipString(what: string): void {
-    const length = this.u64(`${what} length`);
-    if (length > BigInt(GGUF_MAX_STRING_BYTES)) throw new GgufHeaderError(`${what}: string length ${length} exceeds the limit of ${GGUF_MAX_STRING_BYTES} bytes`);
-    if (length > BigInt(this.fileBytesLeft)) throw new GgufHeaderError(`${what}: string length ${length} exceeds the ${this.fileBytesLeft} bytes left in the file`);
+  /** `what` is a function so a loop over a 10^6-element string array builds no label unless it fails. */
+  skipString(what: () => string): void {
+    const length = this.u64(() => `${what()} length`);
+    if (length > BigInt(GGUF_MAX_STRING_BYTES)) throw new GgufHeaderError(`${what()}: string length ${length} exceeds the limit of ${GGUF_MAX_STRING_BYTES} bytes`);
+    if (length > BigInt(this.fileBytesLeft)) throw new GgufHeaderError(`${what()}: string length ${length} exceeds the ${this.fileBytesLeft} bytes left in the file`);
     this.skip(Number(length), what);
   }
   scalarU32Or64(type: number, what: string): bigint {
@@ -133,6 +147,11 @@ export function scanGgufHeader(bytes: Uint8Array, fileSize: number): GgufLayout 
     if (key.length === 0) throw new GgufHeaderError(`metadata key #${i} is empty`);
     if (keyTypes.has(key)) throw new GgufHeaderError(`duplicate metadata key '${key}'`);
     const type = cursor.u32(`type of '${key}'`);
+    if (key === "general.alignment" && type !== GgufValueType.UINT32 && type !== GgufValueType.UINT64) {
+      // Checked before the value is read: a string or array here would otherwise be skipped
+      // and the default alignment used, while @huggingface/gguf coerces it with Number().
+      throw new GgufHeaderError(`general.alignment must be uint32 or uint64, got ${GGUF_VALUE_TYPE_NAMES[type] ?? `unknown type ${type}`}`);
+    }
     if (type === GgufValueType.ARRAY) {
       const elementType = cursor.u32(`element type of '${key}'`);
       const lengthRaw = cursor.u64(`array length of '${key}'`);
@@ -144,16 +163,19 @@ export function scanGgufHeader(bytes: Uint8Array, fileSize: number): GgufLayout 
         throw new GgufHeaderError(`'${key}': ${lengthRaw} elements of ${GGUF_VALUE_TYPE_NAMES[elementType]} cannot fit in the ${cursor.fileBytesLeft} bytes left`);
       }
       const length = Number(lengthRaw);
+      const valueOffset = cursor.offset;
       if (elementType === GgufValueType.STRING) {
-        for (let j = 0; j < length; j++) cursor.skipString(`'${key}'[${j}]`);
+        for (let j = 0; j < length; j++) cursor.skipString(() => `'${key}'[${j}]`);
       } else {
         cursor.skip(length * minElementBytes, `'${key}' elements`);
       }
-      keyTypes.set(key, { type, elementType, length });
+      keyTypes.set(key, { type, elementType, length, valueOffset });
     } else if (type === GgufValueType.STRING) {
-      cursor.skipString(`'${key}'`);
-      keyTypes.set(key, { type });
+      const valueOffset = cursor.offset;
+      cursor.skipString(() => `'${key}'`);
+      keyTypes.set(key, { type, valueOffset });
     } else {
+      const valueOffset = cursor.offset;
       const size = GGUF_SCALAR_BYTES[type];
       if (size === undefined) throw new GgufHeaderError(`'${key}': unknown value type ${type}`);
       if (key === "general.alignment") {
@@ -165,7 +187,7 @@ export function scanGgufHeader(bytes: Uint8Array, fileSize: number): GgufLayout 
       } else {
         cursor.skip(size, `'${key}'`);
       }
-      keyTypes.set(key, { type });
+      keyTypes.set(key, { type, valueOffset });
     }
   }
 
@@ -206,7 +228,11 @@ export function scanGgufHeader(bytes: Uint8Array, fileSize: number): GgufLayout 
   const tensors: GgufTensorInfo[] = [];
   for (const r of records) {
     if (r.relOffset !== expected) {
-      const why = r.relOffset % BigInt(alignment) !== 0n ? `is not ${alignment}-aligned` : r.relOffset < expected ? "overlaps the previous tensor" : "leaves a gap after the previous tensor";
+      const why =
+        BigInt(dataOffset) + r.relOffset >= BigInt(fileSize) ? `points past the end of the ${fileSize}-byte file`
+        : r.relOffset % BigInt(alignment) !== 0n ? `is not ${alignment}-aligned`
+        : r.relOffset < expected ? "overlaps the previous tensor"
+        : "leaves a gap after the previous tensor";
       throw new GgufTensorError(`tensor '${r.name}': data offset ${r.relOffset} ${why} (expected ${expected})`, r.name);
     }
     const end = BigInt(dataOffset) + r.relOffset + BigInt(r.byteLength);
@@ -217,4 +243,51 @@ export function scanGgufHeader(bytes: Uint8Array, fileSize: number): GgufLayout 
     expected = BigInt(alignUp(Number(r.relOffset) + r.byteLength, alignment));
   }
   return { version, nKv, keyTypes, alignment, tensors, dataOffset, fileSize };
+}
+
+/**
+ * Decodes the value of `keyType` from the bytes `scanGgufHeader` accepted (`bytes` must hold the
+ * value; the scan has checked every length in it). Integers of 64 bits become bigints, other
+ * numbers numbers, BOOL a boolean (any non-zero byte is true), strings UTF-8 with invalid
+ * sequences replaced and a leading U+FEFF kept.
+ */
+export function decodeGgufValue(bytes: Uint8Array, keyType: GgufKeyType): GgufValue {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let at = keyType.valueOffset ?? Number.NaN;
+  if (!Number.isSafeInteger(at)) throw new GgufHeaderError("decodeGgufValue: the key has no value offset (not from scanGgufHeader?)");
+  const one = (type: number): GgufValue => {
+    const size = GGUF_SCALAR_BYTES[type] ?? 0;
+    const p = at;
+    at += size;
+    switch (type) {
+      case GgufValueType.UINT8: return view.getUint8(p);
+      case GgufValueType.INT8: return view.getInt8(p);
+      case GgufValueType.UINT16: return view.getUint16(p, true);
+      case GgufValueType.INT16: return view.getInt16(p, true);
+      case GgufValueType.UINT32: return view.getUint32(p, true);
+      case GgufValueType.INT32: return view.getInt32(p, true);
+      case GgufValueType.FLOAT32: return view.getFloat32(p, true);
+      case GgufValueType.BOOL: return view.getUint8(p) !== 0;
+      case GgufValueType.UINT64: return view.getBigUint64(p, true);
+      case GgufValueType.INT64: return view.getBigInt64(p, true);
+      case GgufValueType.FLOAT64: return view.getFloat64(p, true);
+      case GgufValueType.STRING: {
+        const n = Number(view.getBigUint64(p, true));
+        if (p + 8 + n > bytes.length) throw new RangeError(`string at byte ${p} runs past the buffer`);
+        at = p + 8 + n;
+        return utf8.decode(bytes.subarray(p + 8, at));
+      }
+      default: throw new GgufHeaderError(`decodeGgufValue: cannot decode value type ${type}`);
+    }
+  };
+  try {
+    if (keyType.type !== GgufValueType.ARRAY) return one(keyType.type);
+    const elementType = keyType.elementType ?? -1;
+    const values: GgufValue[] = [];
+    for (let i = 0; i < (keyType.length ?? 0); i++) values.push(one(elementType));
+    return values;
+  } catch (error) {
+    if (error instanceof GgufHeaderError) throw error;
+    throw new GgufHeaderError(`decodeGgufValue: value at byte ${keyType.valueOffset} lies outside the ${bytes.length} bytes given`, { cause: error });
+  }
 }

@@ -18,6 +18,17 @@ export function createReferenceKernels(): MatrixKernels {
     const traits = QUANT_TRAITS[w.type];
     const nCols = colEnd - colStart;
     const colByteOffset = (colStart / traits.blockSize) * traits.blockBytes;
+    if (w.type === "F32" && w.data.byteOffset % 4 === 0) {
+      // F32 rows need no decoding: read them through a typed view.
+      const values = new Float32Array(w.data.buffer, w.data.byteOffset, w.data.byteLength / 4);
+      for (let r = rowStart; r < rowEnd; r++) {
+        const base = r * w.nCols + colStart;
+        let sum = 0;
+        for (let c = 0; c < nCols; c++) sum += values[base + c]! * x[xOffset + c]!;
+        y[yOffset + r - rowStart] = sum;
+      }
+      return;
+    }
     const row = rowScratch(nCols);
     for (let r = rowStart; r < rowEnd; r++) {
       traits.dequantizeRowRef(w.data, r * w.rowBytes + colByteOffset, row, nCols);

@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+/**
+ * The `halo` command. The only place that reads argv and decides exit codes: a HaloError
+ * becomes one line on stderr (exit 2 for usage, 1 otherwise); anything else is a bug and keeps
+ * its stack trace.
+ */
+import { HaloError } from "../base/errors.js";
+import { convertCommand, CONVERT_HELP } from "./convert.js";
+import { inspectCommand, INSPECT_HELP } from "./inspect.js";
+import type { CommandIo } from "./io.js";
+import { perplexityCommand, PERPLEXITY_HELP } from "./perplexity.js";
+import { runCommand, RUN_HELP } from "./run.js";
+
+type Command = (argv: readonly string[], io: CommandIo) => Promise<number>;
+
+const COMMANDS: Record<string, { run: Command; help: string; summary: string }> = {
+  run: { run: runCommand, help: RUN_HELP, summary: "generate text from a prompt" },
+  inspect: { run: inspectCommand, help: INSPECT_HELP, summary: "show a GGUF file's metadata and tensors" },
+  perplexity: { run: perplexityCommand, help: PERPLEXITY_HELP, summary: "score a text file (mean NLL, perplexity)" },
+  convert: { run: convertCommand, help: CONVERT_HELP, summary: "convert a llama2.c checkpoint to GGUF" },
+};
+
+function usage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length));
+  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`);
+  return `usage: halo <command> [flags]\n\ncommands:\n${lines.join("\n")}\n\nRun 'halo <command> --help' for a command's flags.\n`;
+}
+
+export async function main(argv: readonly string[], io: CommandIo): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    io.stdout(usage());
+    return name === undefined ? 2 : 0;
+  }
+  const command = COMMANDS[name];
+  if (command === undefined || !Object.hasOwn(COMMANDS, name)) {
+    io.stderr(`halo: error: unknown command '${name}'\n${usage()}`);
+    return 2;
+  }
+  try {
+    return await command.run(rest, io);
+  } catch (error) {
+    if (error instanceof HaloError) {
+      io.stderr(`halo ${name}: error: ${error.message} [${error.code}]\n`);
+      return error.code === "HALO_ERR_USAGE" ? 2 : 1;
+    }
+    throw error;
+  }
+}
+
+const io: CommandIo = {
+  stdout: (text) => void process.stdout.write(text),
+  stderr: (text) => void process.stderr.write(text),
+};
+// A closed pipe (`halo run | head`) is not an error worth a trace.
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code === "EPIPE") process.exit(0);
+  throw error;
+});
+process.exitCode = await main(process.argv.slice(2), io);

@@ -1,0 +1,16 @@
+export { DEFAULT_CONTEXT_CAP, DEFAULT_MAX_BATCH, Engine } from "./engine.js";
+export type { EngineOptions } from "./engine.js";
+export { forward } from "./forward.js";
+export type { ForwardContext, LogitsRequest } from "./forward.js";
+export { attentionContribution, ffnContribution } from "./groupCompute.js";
+export type { GroupComputeContext, PhaseBatch } from "./groupCompute.js";
+export { KvCache } from "./kvCache.js";
+export { ForwardState } from "./state.js";
+export { LocalSynchronizer } from "./synchronizer.js";
+export type { PhaseStep, Synchronizer } from "./synchronizer.js";
+export { DEFAULT_SAMPLING, Sampler, argmax, resolveSampling } from "./sampler.js";
+export type { ResolvedSamplingOptions, SamplingOptions } from "./sampler.js";
+export { generate } from "./generate.js";
+export type { GenerateOptions, GenerationResult, GenerationTimings, StopReason, StreamingDetokenizer } from "./generate.js";
+export { perplexity } from "./perplexity.js";
+export type { PerplexityResult } from "./perplexity.js";

@@ -1,0 +1,39 @@
+/**
+ * Where a forward pass meets the other devices. At each phase of each layer the forward pass
+ * asks which groups run here, announces the normed input (a cluster broadcasts it), computes
+ * its own groups' partial sum, and hands that to endPhase, which adds the other devices'
+ * contributions. Single-node, strict and relaxed runs all use the same forward pass; only the
+ * Synchronizer differs.
+ */
+import { allGroups, type GroupKind, type GroupLayout, type GroupRange } from "../partition/index.js";
+
+export interface PhaseStep {
+  readonly phase: GroupKind;
+  readonly layerIndex: number;
+  readonly positionStart: number;
+  readonly nTokens: number;
+  /** (nTokens, dim) the normed input of this phase */
+  readonly input: Float32Array;
+}
+
+export interface Synchronizer {
+  /** The groups this device computes for a layer's phase. */
+  localGroups(layerIndex: number, phase: GroupKind): readonly GroupRange[];
+  /** Called before the local groups run, so remote devices can start at the same time. */
+  beginPhase(step: PhaseStep): void;
+  /** Adds every other device's contribution to `partial` (nTokens, dim), in place. */
+  endPhase(step: PhaseStep, partial: Float32Array): void | Promise<void>;
+}
+
+/** One device holding every group: nothing to exchange. */
+export class LocalSynchronizer implements Synchronizer {
+  private readonly groups: Record<GroupKind, readonly GroupRange[]>;
+  constructor(layout: GroupLayout) {
+    this.groups = { attention: allGroups(layout, "attention"), ffn: allGroups(layout, "ffn") };
+  }
+  localGroups(_layerIndex: number, phase: GroupKind): readonly GroupRange[] {
+    return this.groups[phase];
+  }
+  beginPhase(): void {}
+  endPhase(): void {}
+}

@@ -1,0 +1,15 @@
+export { ARCHITECTURES, readModelConfig } from "./config.js";
+export type { Architecture, ModelConfig, RopeStyle } from "./config.js";
+export { GgufMetadata, openGguf } from "./ggufReader.js";
+export type { GgufFile, GgufKeyType, GgufTensorInfo, GgufValue } from "./ggufReader.js";
+export { GgufValueType, GGUF_DEFAULT_ALIGNMENT } from "./ggufFormat.js";
+export { encodeGgufHeader, tensorByteLength, writeGguf } from "./ggufWriter.js";
+export type { GgufWriteSpec, GgufWriteTensor, GgufWriteValue } from "./ggufWriter.js";
+export { LLAMA_TENSOR_NAMES, loadLlamaWeights, loadMatrix, loadVector } from "./llamaWeights.js";
+export type { LayerWeights, LlamaWeights } from "./llamaWeights.js";
+export { Tokenizer } from "./tokenizer.js";
+export type { TokenizerOptions } from "./tokenizer.js";
+export { loadModel } from "./loadModel.js";
+export type { LoadedModel } from "./loadModel.js";
+export { convertLlama2cToGguf, readLlama2cConfig, readLlama2cTokenizer } from "./llama2c.js";
+export type { ConvertResult, Llama2cConfig, Llama2cVocab } from "./llama2c.js";

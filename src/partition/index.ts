@@ -1,0 +1,2 @@
+export { DEFAULT_FFN_BLOCK_SIZE, GROUP_KINDS, allGroups, createGroupLayout, ffnNeuronRange, groupCount, normalizeRanges, rangesFromIndices } from "./groups.js";
+export type { GroupKind, GroupLayout, GroupRange, GroupShape } from "./groups.js";
