@@ -9,7 +9,8 @@ import type { Sampler } from "./sampler.js";
 /** What generation needs of a tokenizer. */
 export interface StreamingDetokenizer {
   readonly eosId: number;
-  createStreamDecoder(): { push(id: number): string; flush(): string };
+  /** A decoder whose first token follows `precedingId`. */
+  createStreamDecoder(precedingId?: number): { push(id: number): string; flush(): string };
 }
 
 export interface GenerateOptions {
@@ -50,7 +51,7 @@ export async function generate(engine: Engine, detokenizer: StreamingDetokenizer
 
   const history = [...promptIds];
   const generated: number[] = [];
-  const decoder = detokenizer.createStreamDecoder();
+  const decoder = detokenizer.createStreamDecoder(promptIds[promptIds.length - 1]);
   let text = "";
   const t0 = performance.now();
   let logits = (await engine.evaluate(promptIds, 0, "last"))!;

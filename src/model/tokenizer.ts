@@ -140,13 +140,14 @@ export class Tokenizer {
    * A decoder for ids arriving one at a time. `push` returns only complete characters, holding
    * back the bytes of a character that byte tokens have not finished; `flush` ends the sequence,
    * returns what is held (an unfinished character as U+FFFD) and leaves the decoder ready for a
-   * new sequence. The concatenated output always equals `decode(allIds)`.
+   * new sequence. The concatenated output always equals `decode(allIds)`. `precedingId` is the
+   * token before the first one pushed (the prompt's last), which decides the BOS space rule.
    */
-  createStreamDecoder(): { push(id: number): string; flush(): string } {
+  createStreamDecoder(precedingId?: number): { push(id: number): string; flush(): string } {
     // The WHATWG streaming decoder buffers exactly the incomplete tail and reports invalid bytes
     // as soon as they are certain; ignoreBOM keeps a leading U+FEFF that the text really contained.
     const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
-    let previousId: number | undefined;
+    let previousId: number | undefined = precedingId;
     return {
       push: (id: number): string => {
         const bytes = this.#bytesAfter(id, previousId);

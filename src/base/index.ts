@@ -1,0 +1,2 @@
+export * from "./errors.js";
+export { SeededRandom } from "./random.js";

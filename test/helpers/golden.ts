@@ -1,0 +1,34 @@
+/** The golden reference of stories260K (an independent float64 implementation) and model loading for tests. */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Engine, type EngineOptions } from "../../src/engine/index.js";
+import { loadModel, type LoadedModel } from "../../src/model/index.js";
+import { sharedModelsDir } from "./paths.js";
+
+export interface GoldenReference {
+  greedy_from_bos: { prompt_ids: number[]; steps: number; generated_ids: number[]; text: string };
+  greedy_prompt: { prompt: string; prompt_ids: number[]; steps_total: number; generated_ids: number[]; text_including_prompt: string };
+  logits: { input_ids: number[]; pos0: number[]; last: number[]; top5_last: Array<[number, number]> };
+  perplexity_reference: { n_tokens: number; results: Array<{ window: number; tokens_scored: number; mean_nll: number; ppl: number }> };
+  aidreams260K_greedy_from_bos: { steps: number; generated_ids: number[] };
+}
+
+export function readGolden(): GoldenReference {
+  return JSON.parse(readFileSync(join(sharedModelsDir(), "golden-reference.json"), "utf8")) as GoldenReference;
+}
+
+export function stories260KPath(): string {
+  return join(sharedModelsDir(), "stories260K", "stories260K.gguf");
+}
+
+export async function loadStories(options: EngineOptions = {}): Promise<{ model: LoadedModel; engine: Engine }> {
+  const model = await loadModel(stories260KPath());
+  return { model, engine: new Engine(model.config, model.weights, options) };
+}
+
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
+  let max = 0;
+  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!));
+  return max;
+}
