@@ -15,6 +15,7 @@ export const ERROR_CODES = {
   HALO_ERR_USAGE: "A command-line flag or API argument is missing or invalid.",
   HALO_ERR_CONTEXT: "The request does not fit in the model's context window.",
   HALO_ERR_CONVERT: "A checkpoint being converted is malformed.",
+  HALO_ERR_NATIVE: "The native kernels failed inside the addon (out of memory, a thread could not start, an unexpected C++ exception).",
 } as const satisfies Record<`HALO_ERR_${string}`, string>;
 
 export type HaloErrorCode = keyof typeof ERROR_CODES;
@@ -118,6 +119,14 @@ export class ConvertError extends HaloError {
   constructor(message: string) {
     super("HALO_ERR_CONVERT", message);
     this.name = "ConvertError";
+  }
+}
+
+/** A failure inside the native addon that is not the caller's fault. */
+export class NativeKernelError extends HaloError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("HALO_ERR_NATIVE", message, options);
+    this.name = "NativeKernelError";
   }
 }
 

@@ -1,5 +1,5 @@
 /** `halo convert --from llama2c`: a llama2.c checkpoint and tokenizer to GGUF. */
-import { UsageError } from "../base/errors.js";
+import { UsageError } from "../base/index.js";
 import { convertLlama2cToGguf } from "../model/index.js";
 import { booleanFlag, choiceFlag, parseFlags, requiredStringFlag, stringFlag } from "./flags.js";
 import type { CommandIo } from "./io.js";

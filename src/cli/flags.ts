@@ -3,7 +3,7 @@
  * bad flag becomes one UsageError line naming the flag and what it accepts.
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { UsageError } from "../base/errors.js";
+import { UsageError } from "../base/index.js";
 
 export type FlagSpec = NonNullable<ParseArgsConfig["options"]>;
 
@@ -12,12 +12,39 @@ export interface ParsedFlags {
   positionals: string[];
 }
 
+/** A value that parseArgs would take for a flag ("-1", "-0.5"): joined as `--name=value` so the validator reports the range. */
+const NEGATIVE_NUMBER = /^-(\d|\.\d|Infinity$)/;
+
+function joinNegativeValues(argv: readonly string[], options: FlagSpec): string[] {
+  const longName = (arg: string): string | undefined => {
+    if (arg.startsWith("--")) return Object.hasOwn(options, arg.slice(2)) ? arg.slice(2) : undefined;
+    if (/^-[^-]$/.test(arg)) return Object.entries(options).find(([, o]) => o.short === arg.slice(1))?.[0];
+    return undefined;
+  };
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === "--") return [...out, ...argv.slice(i)];
+    const name = longName(arg);
+    const next = argv[i + 1];
+    if (name !== undefined && options[name]?.type === "string" && next !== undefined && NEGATIVE_NUMBER.test(next)) {
+      out.push(`--${name}=${next}`);
+      i++;
+    } else {
+      out.push(arg);
+    }
+  }
+  return out;
+}
+
 export function parseFlags(argv: readonly string[], options: FlagSpec, allowPositionals = false): ParsedFlags {
   try {
-    const { values, positionals } = parseArgs({ args: [...argv], options: { ...options, help: { type: "boolean", short: "h" } }, strict: true, allowPositionals });
+    const { values, positionals } = parseArgs({ args: joinNegativeValues(argv, options), options: { ...options, help: { type: "boolean", short: "h" } }, strict: true, allowPositionals });
     return { values: values as ParsedFlags["values"], positionals };
   } catch (error) {
-    const message = error instanceof Error ? error.message.split("\n")[0]! : String(error);
+    const lines = error instanceof Error ? error.message.split("\n") : [String(error)];
+    // parseArgs puts the fix for an ambiguous value ("use '--prompt=-XYZ'") on the last line.
+    const message = lines.length > 1 && / is ambiguous\.$/.test(lines[0]!) ? `${lines[0]} ${lines[lines.length - 1]}` : lines[0]!;
     throw new UsageError(message.replace(/^Unknown option/, "unknown flag").replace(/\. To specify a positional argument.*$/, ""));
   }
 }

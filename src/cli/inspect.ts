@@ -1,5 +1,5 @@
 /** `halo inspect F`: a GGUF file's metadata and tensor table. */
-import { UsageError } from "../base/errors.js";
+import { UsageError } from "../base/index.js";
 import { GgufValueType, openGguf, readModelConfig, type GgufFile } from "../model/index.js";
 import { booleanFlag, parseFlags } from "./flags.js";
 import type { CommandIo } from "./io.js";

@@ -4,12 +4,13 @@
  * becomes one line on stderr (exit 2 for usage, 1 otherwise); anything else is a bug and keeps
  * its stack trace.
  */
-import { HaloError } from "../base/errors.js";
+import { HaloError } from "../base/index.js";
 import { convertCommand, CONVERT_HELP } from "./convert.js";
 import { inspectCommand, INSPECT_HELP } from "./inspect.js";
 import type { CommandIo } from "./io.js";
 import { perplexityCommand, PERPLEXITY_HELP } from "./perplexity.js";
 import { runCommand, RUN_HELP } from "./run.js";
+import { synthCommand, SYNTH_HELP } from "./synth.js";
 
 type Command = (argv: readonly string[], io: CommandIo) => Promise<number>;
 
@@ -18,6 +19,7 @@ const COMMANDS: Record<string, { run: Command; help: string; summary: string }> 
   inspect: { run: inspectCommand, help: INSPECT_HELP, summary: "show a GGUF file's metadata and tensors" },
   perplexity: { run: perplexityCommand, help: PERPLEXITY_HELP, summary: "score a text file (mean NLL, perplexity)" },
   convert: { run: convertCommand, help: CONVERT_HELP, summary: "convert a llama2.c checkpoint to GGUF" },
+  synth: { run: synthCommand, help: SYNTH_HELP, summary: "write a synthetic model with real shapes" },
 };
 
 function usage(): string {

@@ -1,11 +1,10 @@
 /** `halo perplexity`: mean NLL and perplexity of a text file, by the golden-reference protocol. */
 import { readFileSync } from "node:fs";
-import { FileError } from "../base/errors.js";
+import { ContextOverflowError, FileError } from "../base/index.js";
 import { Engine, perplexity } from "../engine/index.js";
-import { createReferenceKernels } from "../kernels/index.js";
-import { loadModel } from "../model/index.js";
 import { booleanFlag, integerFlag, parseFlags, requiredStringFlag } from "./flags.js";
 import type { CommandIo } from "./io.js";
+import { loadCommandModel } from "./engineSetup.js";
 import { MODEL_FLAGS, MODEL_FLAGS_HELP, readModelFlags } from "./modelFlags.js";
 
 export const PERPLEXITY_HELP = `usage: halo perplexity [--model F] --file T [--window L] [--max-chars N] [--json]
@@ -37,8 +36,12 @@ export async function perplexityCommand(argv: readonly string[], io: CommandIo):
     throw new FileError(textPath, `cannot read: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { cause: error });
   }
   if (maxChars > 0) text = text.slice(0, maxChars);
-  const model = await loadModel(modelFlags.modelPath);
-  const engine = new Engine(model.config, model.weights, { kernels: createReferenceKernels(), contextLength: Math.max(window, modelFlags.contextLength ?? 0), maxBatch: window });
+  const { model, kernels } = await loadCommandModel(modelFlags);
+  if (window > model.config.contextLength) {
+    model.file.close();
+    throw new ContextOverflowError(window, model.config.contextLength);
+  }
+  const engine = new Engine(model.config, model.weights, { kernels, contextLength: window, maxBatch: Math.min(window, 512) });
   const tokens = model.tokenizer.encode(text, { addBos: false });
   const t0 = performance.now();
   const result = await perplexity(engine, tokens, model.tokenizer.bosId, window);

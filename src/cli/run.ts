@@ -1,10 +1,9 @@
 /** `halo run`: generate text from a prompt on this machine. */
 import { Engine, Sampler, generate } from "../engine/index.js";
-import { createReferenceKernels } from "../kernels/index.js";
-import { loadModel } from "../model/index.js";
 import { booleanFlag, integerFlag, parseFlags, stringFlag } from "./flags.js";
 import { MODEL_FLAGS, MODEL_FLAGS_HELP, SAMPLING_FLAGS, SAMPLING_FLAGS_HELP, readModelFlags, readSamplingFlags } from "./modelFlags.js";
 import type { CommandIo } from "./io.js";
+import { loadCommandModel } from "./engineSetup.js";
 
 export const RUN_HELP = `usage: halo run [--model F] [--prompt P] [--max-tokens N] [sampling flags] [--ignore-eos] [--json]
 
@@ -35,12 +34,13 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   const prompt = stringFlag(flags, "prompt") ?? "";
   const json = booleanFlag(flags, "json");
 
-  const model = await loadModel(modelFlags.modelPath);
-  const engine = new Engine(model.config, model.weights, { kernels: createReferenceKernels(), contextLength: modelFlags.contextLength });
+  const { model, kernels } = await loadCommandModel(modelFlags);
+  const engine = new Engine(model.config, model.weights, { kernels, contextLength: modelFlags.contextLength });
   const sampler = new Sampler(model.config.vocabSize, sampling);
   const promptIds = model.tokenizer.encode(prompt, { addBos: true });
   const result = await generate(engine, model.tokenizer, sampler, promptIds, {
-    maxTokens: Math.min(maxTokens, engine.contextLength - promptIds.length),
+    // generate() stops at the context's end itself (stopReason "context_full") and rejects a prompt that overflows it.
+    maxTokens,
     ignoreEos: booleanFlag(flags, "ignore-eos"),
     onToken: json ? undefined : (_id, text) => io.stdout(text),
   });

@@ -2,7 +2,7 @@
  * One sequence's inference state over a loaded model: weights, kernels, buffers, KV cache and
  * the Synchronizer. `evaluate` feeds any number of tokens, in batches, through `forward`.
  */
-import { ContextOverflowError, HaloError } from "../base/errors.js";
+import { ContextOverflowError, HaloError } from "../base/index.js";
 import { createReferenceKernels, type MatrixKernels } from "../kernels/index.js";
 import type { LlamaWeights, ModelConfig } from "../model/index.js";
 import { DEFAULT_FFN_BLOCK_SIZE, createGroupLayout, type GroupLayout } from "../partition/index.js";

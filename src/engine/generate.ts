@@ -2,7 +2,7 @@
  * Text generation: prefill the prompt as a batch, then decode one token at a time, streaming
  * text that never splits a UTF-8 character.
  */
-import { ContextOverflowError, HaloError } from "../base/errors.js";
+import { ContextOverflowError, HaloError } from "../base/index.js";
 import type { Engine } from "./engine.js";
 import type { Sampler } from "./sampler.js";
 
@@ -74,7 +74,9 @@ export async function generate(engine: Engine, detokenizer: StreamingDetokenizer
     text += piece;
     options.onToken?.(id, piece);
     if (generated.length === options.maxTokens) break;
-    if (history.length >= engine.contextLength) {
+    // The next step evaluates this token at position history.length − 1, the last one being
+    // contextLength − 1; past that the token is emitted but cannot be evaluated.
+    if (history.length > engine.contextLength) {
       stopReason = "context_full";
       break;
     }

@@ -12,7 +12,7 @@ import type { MatrixKernels } from "../kernels/index.js";
 import type { LayerWeights, ModelConfig } from "../model/index.js";
 import { ffnNeuronRange, type GroupLayout, type GroupRange } from "../partition/index.js";
 import type { KvCache } from "./kvCache.js";
-import { applyRope, ropeAngles, softmax, swiglu } from "./ops.js";
+import { applyRope, ropeAngles, swiglu } from "./ops.js";
 import type { ForwardState } from "./state.js";
 
 export interface GroupComputeContext {
@@ -86,33 +86,47 @@ function storeKv(ctx: GroupComputeContext, batch: PhaseBatch, group: number): vo
 /** attnOut[t, h] = Σ_s softmax_s(q_h·k_s / √headDim) · v_s over valid s ≤ position(t), for h in group. */
 function attendGroup(ctx: GroupComputeContext, batch: PhaseBatch, group: number): void {
   const { config, layout, state, kvCache } = ctx;
-  const { headDim } = config;
+  const headDim = config.headDim;
   const qDim = config.nHeads * headDim;
   const keys = kvCache.keysOf(batch.layerIndex, group);
   const values = kvCache.valuesOf(batch.layerIndex, group);
   const valid = kvCache.validityOf(batch.layerIndex, group);
   const scale = 1 / Math.sqrt(headDim);
   const scores = state.scores;
+  const q = state.q;
+  const out = state.attnOut;
+  const headStart = group * layout.queryHeadsPerGroup;
+  const headEnd = headStart + layout.queryHeadsPerGroup;
   for (let t = 0; t < batch.nTokens; t++) {
     const nPositions = batch.positionStart + t + 1;
-    for (let h = group * layout.queryHeadsPerGroup; h < (group + 1) * layout.queryHeadsPerGroup; h++) {
+    for (let h = headStart; h < headEnd; h++) {
       const qBase = t * qDim + h * headDim;
-      for (let s = 0; s < nPositions; s++) {
+      // Scores of valid positions; an invalid one (never computed here) gets no weight.
+      let max = -Infinity;
+      for (let s = 0, k = 0; s < nPositions; s++, k += headDim) {
         if (valid[s] === 0) {
           scores[s] = -Infinity;
           continue;
         }
         let dot = 0;
-        for (let d = 0; d < headDim; d++) dot += state.q[qBase + d]! * keys[s * headDim + d]!;
-        scores[s] = dot * scale;
+        for (let d = 0; d < headDim; d++) dot += q[qBase + d]! * keys[k + d]!;
+        const score = dot * scale;
+        scores[s] = score;
+        if (score > max) max = score;
       }
-      softmax(scores, nPositions);
-      const outBase = t * qDim + h * headDim;
-      for (let d = 0; d < headDim; d++) state.attnOut[outBase + d] = 0;
+      let sum = 0;
       for (let s = 0; s < nPositions; s++) {
-        const p = scores[s]!;
+        const e = Math.exp(scores[s]! - max);
+        scores[s] = e;
+        sum += e;
+      }
+      const outBase = t * qDim + h * headDim;
+      out.fill(0, outBase, outBase + headDim);
+      const inverse = 1 / sum;
+      for (let s = 0, v = 0; s < nPositions; s++, v += headDim) {
+        const p = scores[s]! * inverse;
         if (p === 0) continue;
-        for (let d = 0; d < headDim; d++) state.attnOut[outBase + d] = state.attnOut[outBase + d]! + p * values[s * headDim + d]!;
+        for (let d = 0; d < headDim; d++) out[outBase + d] = out[outBase + d]! + p * values[v + d]!;
       }
     }
   }

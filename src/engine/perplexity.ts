@@ -4,7 +4,7 @@
  * window is scored with input [BOS] + window[:−1] against targets window, positions restarting
  * at 0; the result is exp(mean NLL) over every scored token.
  */
-import { HaloError } from "../base/errors.js";
+import { HaloError } from "../base/index.js";
 import type { Engine } from "./engine.js";
 
 export interface PerplexityResult {

@@ -2,8 +2,7 @@
  * Token sampling: repetition penalty, then greedy (temperature 0) or top-k → top-p → min-p →
  * temperature → a seeded draw. Same seed and logits give the same tokens.
  */
-import { HaloError } from "../base/errors.js";
-import { SeededRandom } from "../base/random.js";
+import { HaloError, SeededRandom } from "../base/index.js";
 
 export interface SamplingOptions {
   /** 0 means greedy. Defaults to 0.8. */
@@ -55,6 +54,7 @@ export class Sampler {
   readonly options: ResolvedSamplingOptions;
   private readonly random: SeededRandom;
   private readonly penalized: Float32Array;
+  /** (vocabSize) candidate ids, best first in [0, kept) */
   private readonly order: Int32Array;
   private readonly probs: Float64Array;
 
@@ -81,12 +81,10 @@ export class Sampler {
     }
     if (temperature === 0) return argmax(scores);
 
-    // Candidates sorted by logit; keep the top k.
+    // Candidates: the top k by logit (a bounded heap, no full sort), then sorted best first.
     const n = scores.length;
-    const order = this.order;
-    for (let i = 0; i < n; i++) order[i] = i;
-    const sorted = Array.from(order).sort((a, b) => scores[b]! - scores[a]! || a - b);
     let kept = topK > 0 ? Math.min(topK, n) : n;
+    const sorted = this.topCandidates(scores, kept);
 
     // Softmax of the kept logits (before temperature, as llama.cpp's chain does), then top-p and min-p.
     const probs = this.probs;
@@ -123,5 +121,42 @@ export class Sampler {
       if (r < 0) return sorted[i]!;
     }
     return sorted[kept - 1]!;
+  }
+
+  /** The k highest-scoring ids, best first (ties: lower id first), in this.order[0..k). */
+  private topCandidates(scores: Float32Array, k: number): Int32Array {
+    const heap = this.order;
+    const better = (a: number, b: number): boolean => scores[a]! > scores[b]! || (scores[a] === scores[b] && a < b);
+    // A min-heap (by `better`) of the best k seen so far.
+    const siftDown = (i: number, size: number): void => {
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let worst = i;
+        if (l < size && better(heap[worst]!, heap[l]!)) worst = l;
+        if (r < size && better(heap[worst]!, heap[r]!)) worst = r;
+        if (worst === i) return;
+        const t = heap[i]!;
+        heap[i] = heap[worst]!;
+        heap[worst] = t;
+        i = worst;
+      }
+    };
+    for (let id = 0; id < k; id++) heap[id] = id;
+    for (let i = (k >> 1) - 1; i >= 0; i--) siftDown(i, k);
+    for (let id = k; id < scores.length; id++) {
+      if (better(id, heap[0]!)) {
+        heap[0] = id;
+        siftDown(0, k);
+      }
+    }
+    // Heap sort in place: repeatedly move the worst to the end, leaving best first.
+    for (let size = k - 1; size > 0; size--) {
+      const t = heap[0]!;
+      heap[0] = heap[size]!;
+      heap[size] = t;
+      siftDown(0, size);
+    }
+    return heap;
   }
 }

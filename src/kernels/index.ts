@@ -5,3 +5,7 @@ export type { Matrix, MatrixKernels } from "./matrix.js";
 export { createReferenceKernels } from "./reference/kernels.js";
 export { floatToHalf, halfToFloat, roundToHalf } from "./reference/float.js";
 export { Q4_0_BLOCK_BYTES, Q4_0_BLOCK_SIZE, Q8_0_BLOCK_BYTES, Q8_0_BLOCK_SIZE } from "./reference/quant.js";
+export { KERNEL_CHOICES, createKernels, defaultThreadCount, parseKernelChoice } from "./select.js";
+export type { KernelChoice, KernelSelection } from "./select.js";
+export { createNativeKernels, loadNativeAddon, mmapFile, nativeAddonStatus } from "./native.js";
+export type { NativeAddonStatus, NativeMatrixKernels } from "./native.js";

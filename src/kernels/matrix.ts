@@ -3,7 +3,7 @@
  * (ggml ne[0]) and `nRows` rows (ggml ne[1]). The bytes are used in place; nothing is decoded
  * up front.
  */
-import { HaloError } from "../base/errors.js";
+import { HaloError } from "../base/index.js";
 import { QUANT_TRAITS, rowBytes, type GgmlType } from "./types.js";
 
 export interface Matrix {

@@ -10,7 +10,7 @@
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
-import { ERROR_CODES, HaloError, type HaloErrorCode } from "../base/errors.js";
+import { ERROR_CODES, HaloError, type HaloErrorCode } from "../base/index.js";
 import type { Matrix, MatrixKernels } from "./matrix.js";
 import { GGML_TYPE_ID } from "./types.js";
 

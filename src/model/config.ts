@@ -2,7 +2,7 @@
  * LLaMA-family hyperparameters read from GGUF metadata, with the converters' defaults, and
  * validated so that an absurd or inconsistent value is rejected with the offending key named.
  */
-import { ModelConfigError } from "../base/errors.js";
+import { ModelConfigError } from "../base/index.js";
 import { GgufValueType } from "./ggufFormat.js";
 import type { GgufMetadata } from "./ggufReader.js";
 
@@ -42,13 +42,17 @@ export interface ModelConfig {
 /** Largest values accepted; far above any real LLaMA, far below what would exhaust memory by accident. */
 const LIMITS = { dim: 1 << 16, hiddenDim: 1 << 18, nLayers: 1024, nHeads: 1024, vocabSize: 1 << 22, contextLength: 1 << 24 };
 
-function requirePositive(metadata: GgufMetadata, key: string, max: number, fallback?: number): number {
-  let value: number | undefined;
+/** Reads `key` through GgufMetadata, re-coding its type error (e.g. a string where a number belongs) as a config error naming the key. */
+function readKey<T>(key: string, read: (key: string) => T): T {
   try {
-    value = metadata.integer(key);
+    return read(key);
   } catch (error) {
     throw new ModelConfigError(key, error instanceof Error ? error.message : String(error));
   }
+}
+
+function requirePositive(metadata: GgufMetadata, key: string, max: number, fallback?: number): number {
+  const value = readKey(key, (k) => metadata.integer(k));
   if (value === undefined) {
     if (fallback !== undefined) return fallback;
     throw new ModelConfigError(key, "missing");
@@ -58,14 +62,14 @@ function requirePositive(metadata: GgufMetadata, key: string, max: number, fallb
 }
 
 function optionalFloat(metadata: GgufMetadata, key: string, fallback: number): number {
-  const value = metadata.float(key);
+  const value = readKey(key, (k) => metadata.float(k));
   if (value === undefined) return fallback;
   if (!Number.isFinite(value) || value <= 0) throw new ModelConfigError(key, `${value} must be a positive finite number`);
   return value;
 }
 
 export function readModelConfig(metadata: GgufMetadata): ModelConfig {
-  const architecture = metadata.string("general.architecture");
+  const architecture = readKey("general.architecture", (k) => metadata.string(k));
   if (architecture === undefined) throw new ModelConfigError("general.architecture", "missing");
   if (!Object.hasOwn(ARCHITECTURES, architecture)) {
     throw new ModelConfigError("general.architecture", `'${architecture}' is not supported (supported: ${Object.keys(ARCHITECTURES).join(", ")})`);
@@ -90,7 +94,7 @@ export function readModelConfig(metadata: GgufMetadata): ModelConfig {
   if (ropeDim % 2 !== 0) throw new ModelConfigError(key("rope.dimension_count"), `${ropeDim} must be even`);
   return {
     architecture: arch,
-    name: metadata.string("general.name") ?? arch,
+    name: readKey("general.name", (k) => metadata.string(k)) ?? arch,
     dim,
     hiddenDim,
     nLayers,

@@ -10,7 +10,7 @@
  * integer-like keys; `__proto__`, `version`, `tensor_count` and `kv_count` keys collide).
  */
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
-import { FileError, GgufHeaderError, GgufTensorError, HaloError, describeError } from "../base/errors.js";
+import { FileError, GgufHeaderError, GgufTensorError, HaloError, describeError } from "../base/index.js";
 import { GGUF_MAX_HEADER_BYTES, GGUF_VALUE_TYPE_NAMES, GgufValueType } from "./ggufFormat.js";
 import { NeedMoreBytes, decodeGgufValue, scanGgufHeader, type GgufKeyType, type GgufLayout, type GgufTensorInfo, type GgufValue } from "./ggufScan.js";
 
@@ -99,7 +99,22 @@ export interface GgufFile {
   tensor(name: string): GgufTensorInfo | undefined;
   /** Reads `length` bytes at `tensor` byte `start` (positioned read, bounds-checked). */
   readTensorBytes(tensor: GgufTensorInfo, start?: number, length?: number): Uint8Array;
+  /**
+   * The tensor's bytes for read-only use: a view into the mapped file when the file was opened
+   * with `map` (no copy; writing through it crashes the process), else a fresh copy.
+   */
+  tensorBytes(tensor: GgufTensorInfo): Uint8Array;
+  /** True when tensorBytes returns views of a mapping. */
+  readonly mapped: boolean;
   close(): void;
+}
+
+export interface OpenGgufOptions {
+  /**
+   * Maps the whole file read-only (e.g. the native addon's mmapFile), so weights are used in
+   * place with no second copy. Injected so that model/ does not depend on the addon.
+   */
+  map?: (path: string) => ArrayBuffer;
 }
 
 /** The scanned layout and the header bytes it was scanned from (they hold every metadata value). */
@@ -131,7 +146,7 @@ function readFully(fd: number, target: Uint8Array, position: number): number {
 }
 
 /** Opens and validates a GGUF file. Throws a HaloError (never another type) for a bad file. */
-export async function openGguf(path: string): Promise<GgufFile> {
+export async function openGguf(path: string, options: OpenGgufOptions = {}): Promise<GgufFile> {
   let fd: number;
   try {
     fd = openSync(path, "r");
@@ -144,7 +159,9 @@ export async function openGguf(path: string): Promise<GgufFile> {
     const { layout, bytes } = readHeaderLayout(fd, stat.size);
     const values = new Map<string, GgufValue>();
     for (const [key, keyType] of layout.keyTypes) values.set(key, decodeGgufValue(bytes, keyType));
-    return createGgufFile(path, fd, layout, values);
+    const mapping = options.map?.(path);
+    if (mapping !== undefined && mapping.byteLength !== layout.fileSize) throw new FileError(path, `mapped ${mapping.byteLength} bytes, the file has ${layout.fileSize} (changed while opening?)`);
+    return createGgufFile(path, fd, layout, values, mapping);
   } catch (error) {
     closeSync(fd);
     if (error instanceof HaloError) throw error;
@@ -152,7 +169,7 @@ export async function openGguf(path: string): Promise<GgufFile> {
   }
 }
 
-function createGgufFile(path: string, fd: number, layout: GgufLayout, values: Map<string, GgufValue>): GgufFile {
+function createGgufFile(path: string, fd: number, layout: GgufLayout, values: Map<string, GgufValue>, mapping: ArrayBuffer | undefined): GgufFile {
   const byName = new Map(layout.tensors.map((t) => [t.name, t]));
   let open = true;
   return {
@@ -164,6 +181,12 @@ function createGgufFile(path: string, fd: number, layout: GgufLayout, values: Ma
     metadata: new GgufMetadata(values, layout.keyTypes),
     tensors: layout.tensors,
     tensor: (name) => byName.get(name),
+    mapped: mapping !== undefined,
+    tensorBytes(tensor) {
+      if (mapping === undefined) return this.readTensorBytes(tensor);
+      if (!open) throw new FileError(path, "read after close");
+      return new Uint8Array(mapping, tensor.fileOffset, tensor.byteLength);
+    },
     readTensorBytes(tensor, start = 0, length = tensor.byteLength - start) {
       if (!open) throw new FileError(path, "read after close");
       if (!(Number.isInteger(start) && Number.isInteger(length) && start >= 0 && length >= 0 && start + length <= tensor.byteLength)) {

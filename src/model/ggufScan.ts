@@ -4,7 +4,7 @@
  * records each key's type, value offset and each tensor's extent. It reads no value it does
  * not need; `decodeGgufValue` decodes one afterwards from the same bytes (see ggufReader.ts).
  */
-import { GgufHeaderError, GgufTensorError } from "../base/errors.js";
+import { GgufHeaderError, GgufTensorError } from "../base/index.js";
 import { ggmlTypeLayout } from "../kernels/index.js";
 import {
   GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_MAX_ALIGNMENT, GGUF_MAX_ARRAY_LENGTH, GGUF_MAX_DIMS,
@@ -121,9 +121,13 @@ class Cursor {
 /** Scans the header in `bytes` (a prefix of a file of `fileSize` bytes). */
 export function scanGgufHeader(bytes: Uint8Array, fileSize: number): GgufLayout {
   const cursor = new Cursor(bytes, fileSize);
+  // A short file that does not even start with the magic is "not a GGUF file", not "truncated".
+  if (fileSize >= 4 && bytes.length >= 4) {
+    const magic = new DataView(bytes.buffer, bytes.byteOffset, 4).getUint32(0, true);
+    if (magic !== GGUF_MAGIC) throw new GgufHeaderError(`bad magic 0x${magic.toString(16).padStart(8, "0")}: not a GGUF file`);
+  }
   if (fileSize < 24) throw new GgufHeaderError(`truncated: a GGUF header needs at least 24 bytes, file has ${fileSize}`);
-  const magic = cursor.u32("magic");
-  if (magic !== GGUF_MAGIC) throw new GgufHeaderError(`bad magic 0x${magic.toString(16).padStart(8, "0")}: not a GGUF file`);
+  cursor.u32("magic");
   const version = cursor.u32("version");
   if (!(GGUF_SUPPORTED_VERSIONS as readonly number[]).includes(version)) {
     const hint = (version & 0xffff) === 0 ? " (a big-endian file?)" : "";
@@ -149,7 +153,7 @@ export function scanGgufHeader(bytes: Uint8Array, fileSize: number): GgufLayout 
     const type = cursor.u32(`type of '${key}'`);
     if (key === "general.alignment" && type !== GgufValueType.UINT32 && type !== GgufValueType.UINT64) {
       // Checked before the value is read: a string or array here would otherwise be skipped
-      // and the default alignment used, while @huggingface/gguf coerces it with Number().
+      // and the default alignment used without a word.
       throw new GgufHeaderError(`general.alignment must be uint32 or uint64, got ${GGUF_VALUE_TYPE_NAMES[type] ?? `unknown type ${type}`}`);
     }
     if (type === GgufValueType.ARRAY) {

@@ -4,7 +4,7 @@
  * Tensors are streamed to disk one at a time, so a model larger than memory can be written.
  */
 import { closeSync, openSync, writeSync } from "node:fs";
-import { FileError, UsageError, describeError } from "../base/errors.js";
+import { FileError, UsageError, describeError } from "../base/index.js";
 import { ggmlTypeLayout } from "../kernels/index.js";
 import {
   GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_MAX_ALIGNMENT, GGUF_MAX_DIMS, GGUF_MAX_TENSOR_NAME_BYTES, GGUF_SCALAR_BYTES,

@@ -1,7 +1,7 @@
 export { ARCHITECTURES, readModelConfig } from "./config.js";
 export type { Architecture, ModelConfig, RopeStyle } from "./config.js";
 export { GgufMetadata, openGguf } from "./ggufReader.js";
-export type { GgufFile, GgufKeyType, GgufTensorInfo, GgufValue } from "./ggufReader.js";
+export type { GgufFile, GgufKeyType, GgufTensorInfo, GgufValue, OpenGgufOptions } from "./ggufReader.js";
 export { GgufValueType, GGUF_DEFAULT_ALIGNMENT } from "./ggufFormat.js";
 export { encodeGgufHeader, tensorByteLength, writeGguf } from "./ggufWriter.js";
 export type { GgufWriteSpec, GgufWriteTensor, GgufWriteValue } from "./ggufWriter.js";
@@ -13,3 +13,5 @@ export { loadModel } from "./loadModel.js";
 export type { LoadedModel } from "./loadModel.js";
 export { convertLlama2cToGguf, readLlama2cConfig, readLlama2cTokenizer } from "./llama2c.js";
 export type { ConvertResult, Llama2cConfig, Llama2cVocab } from "./llama2c.js";
+export { SYNTH_SHAPES, SYNTH_TYPES, syntheticVocab, writeSyntheticModel } from "./synth.js";
+export type { SynthOptions, SynthResult, SynthShape, SynthShapeName, SynthTypeName } from "./synth.js";

@@ -4,8 +4,8 @@
  * (out, in), which is GGUF's [in, out], and its RoPE pairs neighbours as ggml's "normal" mode
  * does, so tensors are copied unchanged.
  */
-import { closeSync, fstatSync, openSync, readFileSync, readSync } from "node:fs";
-import { ConvertError, FileError } from "../base/errors.js";
+import { closeSync, fstatSync, openSync, readFileSync, readSync, statSync } from "node:fs";
+import { ConvertError, FileError, UsageError } from "../base/index.js";
 import { GGML_TYPE_ID } from "../kernels/index.js";
 import { GgufValueType } from "./ggufFormat.js";
 import { LLAMA_TENSOR_NAMES } from "./llamaWeights.js";
@@ -23,7 +23,11 @@ export interface Llama2cConfig {
 }
 
 const HEADER_BYTES = 7 * 4;
-const MAX_DIM = 1 << 16;
+/**
+ * Largest header values accepted: config.ts's limits, so that a converted file always loads. A
+ * bound on n_layers also keeps a 28-byte file from making planTensors build millions of entries.
+ */
+const HEADER_LIMITS = { dim: 1 << 16, hidden_dim: 1 << 18, n_layers: 1024, n_heads: 1024, n_kv_heads: 1024, vocab_size: 1 << 22, seq_len: 1 << 24 };
 
 export function readLlama2cConfig(header: Uint8Array, fileSize: number): Llama2cConfig {
   if (header.length < HEADER_BYTES || fileSize < HEADER_BYTES) throw new ConvertError(`a llama2.c checkpoint starts with a ${HEADER_BYTES}-byte header; the file has ${fileSize} bytes`);
@@ -32,9 +36,12 @@ export function readLlama2cConfig(header: Uint8Array, fileSize: number): Llama2c
   const vocabSize = Math.abs(vocabRaw);
   const fields = { dim, hidden_dim: hiddenDim, n_layers: nLayers, n_heads: nHeads, n_kv_heads: nKvHeads, vocab_size: vocabSize, seq_len: seqLen };
   for (const [name, value] of Object.entries(fields)) {
-    if (!(value > 0 && value <= MAX_DIM * 16)) throw new ConvertError(`header field ${name} = ${value} is out of range`);
+    const max = HEADER_LIMITS[name as keyof typeof HEADER_LIMITS];
+    if (!(value > 0 && value <= max)) throw new ConvertError(`header field ${name} = ${value} is out of range (1..${max})`);
   }
   if (dim % nHeads !== 0) throw new ConvertError(`n_heads ${nHeads} does not divide dim ${dim}`);
+  // RoPE rotates pairs, and the checkpoint's freq_cis tables hold head_size / 2 columns.
+  if ((dim / nHeads) % 2 !== 0) throw new ConvertError(`head size dim / n_heads = ${dim / nHeads} must be even`);
   if (nHeads % nKvHeads !== 0) throw new ConvertError(`n_kv_heads ${nKvHeads} does not divide n_heads ${nHeads}`);
   return { dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabSize, seqLen, sharedClassifier: vocabRaw > 0 };
 }
@@ -115,6 +122,15 @@ export interface ConvertResult {
   nTensors: number;
 }
 
+function statIfExists(path: string): { dev: number; ino: number } | undefined {
+  try {
+    return statSync(path);
+  } catch {
+    // Absent or unreadable: it cannot be the same file as an open input, and writeGguf reports its own errors.
+    return undefined;
+  }
+}
+
 export function convertLlama2cToGguf(modelPath: string, tokenizerPath: string, outPath: string, name = "llama2c"): ConvertResult {
   let fd: number;
   try {
@@ -123,7 +139,15 @@ export function convertLlama2cToGguf(modelPath: string, tokenizerPath: string, o
     throw new FileError(modelPath, `cannot open: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { cause: error });
   }
   try {
-    const fileSize = fstatSync(fd).size;
+    const modelStat = fstatSync(fd);
+    // writeGguf truncates its output first; onto the input it would read back zeros and destroy the checkpoint.
+    for (const input of [modelStat, statIfExists(tokenizerPath)]) {
+      const out = statIfExists(outPath);
+      if (input !== undefined && out !== undefined && input.dev === out.dev && input.ino === out.ino) {
+        throw new UsageError(`output ${outPath} is the same file as an input; choose another output path`);
+      }
+    }
+    const fileSize = modelStat.size;
     const header = new Uint8Array(HEADER_BYTES);
     readSync(fd, header, 0, HEADER_BYTES, 0);
     const config = readLlama2cConfig(header, fileSize);

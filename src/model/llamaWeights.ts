@@ -2,7 +2,7 @@
  * The tensor-name table of the llama architecture and the loader that turns GGUF tensors into
  * shaped matrices. Every tensor's shape is checked against the hyperparameters before use.
  */
-import { GgufShapeError, GgufTensorError, UnsupportedTypeError } from "../base/errors.js";
+import { GgufShapeError, GgufTensorError, UnsupportedTypeError } from "../base/index.js";
 import { QUANT_TRAITS, computableType, createMatrix, type Matrix } from "../kernels/index.js";
 import type { ModelConfig } from "./config.js";
 import type { GgufFile, GgufTensorInfo } from "./ggufReader.js";
@@ -79,7 +79,7 @@ function matrixFromTensor(file: GgufFile, info: GgufTensorInfo, nRows: number, n
   if (type === undefined) {
     throw new UnsupportedTypeError(`tensor '${name}' has type ${info.typeName}; halo computes with ${Object.keys(QUANT_TRAITS).join(", ")}`);
   }
-  return createMatrix(name, type, nRows, nCols, file.readTensorBytes(info));
+  return createMatrix(name, type, nRows, nCols, file.tensorBytes(info));
 }
 
 /** Loads a 1-D tensor of any computable type as floats. */

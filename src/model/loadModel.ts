@@ -1,7 +1,7 @@
 /** Opens a GGUF model file and builds everything inference needs from it. */
-import { GgufShapeError } from "../base/errors.js";
+import { GgufShapeError } from "../base/index.js";
 import { readModelConfig, type ModelConfig } from "./config.js";
-import { openGguf, type GgufFile } from "./ggufReader.js";
+import { openGguf, type GgufFile, type OpenGgufOptions } from "./ggufReader.js";
 import { LLAMA_TENSOR_NAMES, loadLlamaWeights, type LlamaWeights } from "./llamaWeights.js";
 import { Tokenizer } from "./tokenizer.js";
 
@@ -13,8 +13,9 @@ export interface LoadedModel {
   readonly tokenizer: Tokenizer;
 }
 
-export async function loadModel(path: string): Promise<LoadedModel> {
-  const file = await openGguf(path);
+/** `options.map` uses the weights in place from a mapping of the file (see OpenGgufOptions). */
+export async function loadModel(path: string, options: OpenGgufOptions = {}): Promise<LoadedModel> {
+  const file = await openGguf(path, options);
   try {
     const config = readModelConfig(file.metadata);
     const tokenizer = Tokenizer.fromGguf(file.metadata);

@@ -8,7 +8,7 @@
  * of text. Callers add BOS through `encode(text, { addBos })`.
  */
 import { TextDecoder, TextEncoder } from "node:util";
-import { HaloError, TokenizerError, UsageError } from "../base/errors.js";
+import { HaloError, TokenizerError, UsageError } from "../base/index.js";
 import { GGUF_VALUE_TYPE_NAMES, GgufValueType } from "./ggufFormat.js";
 import type { GgufMetadata } from "./ggufReader.js";
 

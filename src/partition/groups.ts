@@ -6,7 +6,7 @@
  * A layer's output is the sum of its groups' contributions, which is what makes a layer
  * divisible across devices as additive partial sums.
  */
-import { HaloError } from "../base/errors.js";
+import { HaloError } from "../base/index.js";
 
 export type GroupKind = "attention" | "ffn";
 

@@ -17,6 +17,7 @@ const instances: errors.HaloError[] = [
   new errors.UsageError("x"),
   new errors.ContextOverflowError(10, 5),
   new errors.ConvertError("x"),
+  new errors.NativeKernelError("x"),
 ];
 
 test("every error class carries a registered code and its own name", () => {

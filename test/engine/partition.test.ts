@@ -10,7 +10,7 @@ import fc from "fast-check";
 import { Engine, attentionContribution, ffnContribution, type GroupComputeContext, type PhaseStep, type Synchronizer } from "../../src/engine/index.js";
 import { SeededRandom } from "../../src/base/random.js";
 import { groupCount, rangesFromIndices, type GroupKind, type GroupRange } from "../../src/partition/index.js";
-import { loadStories, maxAbsDiff, readGolden } from "../helpers/golden.js";
+import { loadStories, maxAbsDiff, readGolden, testKernels } from "../helpers/golden.js";
 
 const FC_SEED = 20261126;
 
@@ -94,7 +94,7 @@ test("a forward pass split across two devices' groups matches the reference logi
   const { model, engine: other } = await loadStories();
   const mine = { attention: [{ start: 0, end: 1 }, { start: 3, end: 4 }], ffn: [{ start: 1, end: 4 }] };
   const theirs = { attention: [{ start: 1, end: 3 }], ffn: [{ start: 0, end: 1 }, { start: 4, end: 6 }] };
-  const engine = new Engine(model.config, model.weights, { synchronizer: new TwoDeviceSynchronizer(other, mine, theirs) });
+  const engine = new Engine(model.config, model.weights, { kernels: testKernels(), synchronizer: new TwoDeviceSynchronizer(other, mine, theirs) });
   const logits = (await engine.evaluate(golden.logits.input_ids, 0, "last"))!;
   assert.ok(maxAbsDiff(logits, golden.logits.last) < 1e-4);
   const tokens: number[] = [];

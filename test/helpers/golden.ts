@@ -2,6 +2,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Engine, type EngineOptions } from "../../src/engine/index.js";
+import { createKernels, parseKernelChoice } from "../../src/kernels/index.js";
 import { loadModel, type LoadedModel } from "../../src/model/index.js";
 import { sharedModelsDir } from "./paths.js";
 
@@ -21,9 +22,14 @@ export function stories260KPath(): string {
   return join(sharedModelsDir(), "stories260K", "stories260K.gguf");
 }
 
+/** The kernels tests run with: HALO_KERNELS (auto: native when built), one thread since test files run in parallel. */
+export function testKernels() {
+  return createKernels({ choice: parseKernelChoice(process.env["HALO_KERNELS"]), nThreads: 1 });
+}
+
 export async function loadStories(options: EngineOptions = {}): Promise<{ model: LoadedModel; engine: Engine }> {
   const model = await loadModel(stories260KPath());
-  return { model, engine: new Engine(model.config, model.weights, options) };
+  return { model, engine: new Engine(model.config, model.weights, { kernels: testKernels(), ...options }) };
 }
 
 export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {

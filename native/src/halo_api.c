@@ -1,0 +1,363 @@
+/*
+ * The kernel context and the matrix driver: validate, quantize the activations once (for
+ * quantized weights), then split the output rows into chunks that the pool's workers claim
+ * one at a time. Each chunk walks its rows once per tile of HALO_TILE_TOKENS tokens, so for
+ * prefill a chunk's weights stay in cache across the token tiles and stream from memory once.
+ *
+ * A row's result depends only on the kernel set, never on the worker or chunk that computed
+ * it, so outputs are bit-identical for every thread count.
+ */
+#include "halo_api.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "threadpool.h"
+
+/* Below this many multiply-adds a call runs on the calling thread alone: waking workers costs more. */
+#define HALO_MIN_PARALLEL_MACS (1 << 16)
+/*
+ * Chunks per worker, to balance uneven cores; and the largest chunk, in rows and in weight bytes:
+ * in prefill a chunk's weights are re-read once per token tile and must stay in L2 meanwhile.
+ */
+#define HALO_CHUNKS_PER_WORKER 8
+#define HALO_MAX_CHUNK_ROWS 64
+#define HALO_MAX_CHUNK_BYTES (128 * 1024)
+/* Tokens below which quantizing activations on the calling thread beats a pool round trip. */
+#define HALO_MIN_PARALLEL_QUANTIZE_TOKENS 8
+
+struct halo_ctx {
+  halo_pool *pool;
+  const halo_kernel_set *kernels;
+  /* Q8_0 activations, reused across calls; grows to the largest (n_tokens, n_blocks) seen. */
+  uint8_t *scratch;
+  size_t scratch_bytes;
+};
+
+static halo_status fail(halo_status status, char *err, size_t err_len, const char *format, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static halo_status fail(halo_status status, char *err, size_t err_len, const char *format, ...) {
+  if (err != NULL && err_len > 0) {
+    va_list args;
+    va_start(args, format);
+    vsnprintf(err, err_len, format, args);
+    va_end(args);
+  }
+  return status;
+}
+
+int halo_type_block(int type, int64_t *block_size, int64_t *block_bytes) {
+  switch (type) {
+    case HALO_TYPE_F32: *block_size = 1; *block_bytes = 4; return 0;
+    case HALO_TYPE_F16: *block_size = 1; *block_bytes = 2; return 0;
+    case HALO_TYPE_Q4_0: *block_size = QK4_0; *block_bytes = (int64_t)sizeof(block_q4_0); return 0;
+    case HALO_TYPE_Q8_0: *block_size = QK8_0; *block_bytes = (int64_t)sizeof(block_q8_0); return 0;
+    default: return -1;
+  }
+}
+
+halo_status halo_ctx_create(int n_threads, const char *kernel_set, halo_ctx **out, char *err, size_t err_len) {
+  *out = NULL;
+  if (n_threads < 1 || n_threads > 1024) {
+    return fail(HALO_E_USAGE, err, err_len, "nThreads must be an integer in [1, 1024], got %d", n_threads);
+  }
+  const halo_kernel_set *kernels = halo_find_kernel_set(kernel_set);
+  if (kernels == NULL) {
+    return fail(HALO_E_UNSUPPORTED, err, err_len, "kernel set '%s' is not available on this CPU or build", kernel_set);
+  }
+  halo_ctx *ctx = (halo_ctx *)calloc(1, sizeof *ctx);
+  if (ctx == NULL) return fail(HALO_E_NOMEM, err, err_len, "out of memory creating the kernel context");
+  const int rc = halo_pool_create(n_threads, &ctx->pool);
+  if (rc != 0) {
+    free(ctx);
+    return fail(HALO_E_THREAD, err, err_len, "could not start %d worker threads: %s", n_threads - 1, strerror(rc));
+  }
+  ctx->kernels = kernels;
+  *out = ctx;
+  return HALO_OK;
+}
+
+void halo_ctx_destroy(halo_ctx *ctx) {
+  if (ctx == NULL) return;
+  halo_pool_destroy(ctx->pool);
+  free(ctx->scratch);
+  free(ctx);
+}
+
+int halo_ctx_threads(const halo_ctx *ctx) { return halo_pool_size(ctx->pool); }
+
+const char *halo_ctx_kernel_set(const halo_ctx *ctx) { return ctx->kernels->name; }
+
+static uint8_t *scratch_for(halo_ctx *ctx, size_t bytes) {
+  if (bytes <= ctx->scratch_bytes) return ctx->scratch;
+  size_t grown = ctx->scratch_bytes * 2 > bytes ? ctx->scratch_bytes * 2 : bytes;
+  grown = (grown + 63) & ~(size_t)63;
+  void *p = NULL;
+  if (posix_memalign(&p, 64, grown) != 0) return NULL;
+  free(ctx->scratch);
+  ctx->scratch = (uint8_t *)p;
+  ctx->scratch_bytes = grown;
+  return ctx->scratch;
+}
+
+/* ---- validation ------------------------------------------------------------------------ */
+
+/* a·b + c into *out without signed overflow; all inputs must be >= 0. */
+static int checked_mul_add(int64_t a, int64_t b, int64_t c, int64_t *out) {
+  int64_t product;
+  if (__builtin_mul_overflow(a, b, &product)) return -1;
+  return __builtin_add_overflow(product, c, out) ? -1 : 0;
+}
+
+static halo_status check_matrix(const halo_matrix *w, int64_t *block_size, int64_t *block_bytes, char *err,
+                                size_t err_len) {
+  if (halo_type_block(w->type, block_size, block_bytes) != 0) {
+    return fail(HALO_E_UNSUPPORTED, err, err_len, "type id %d is not one of F32 (0), F16 (1), Q4_0 (2), Q8_0 (8)",
+                w->type);
+  }
+  if (w->n_rows < 0 || w->n_cols < 0 || w->row_bytes < 0) {
+    return fail(HALO_E_USAGE, err, err_len, "matrix dimensions must be >= 0");
+  }
+  if (w->n_cols % *block_size != 0 || w->n_cols / *block_size * *block_bytes != w->row_bytes) {
+    return fail(HALO_E_USAGE, err, err_len, "rowBytes %lld does not match %lld columns of type id %d",
+                (long long)w->row_bytes, (long long)w->n_cols, w->type);
+  }
+  int64_t total;
+  if (checked_mul_add(w->n_rows, w->row_bytes, 0, &total) != 0 || (uint64_t)total > (uint64_t)w->data_bytes) {
+    return fail(HALO_E_USAGE, err, err_len, "weights hold %zu bytes, need %lld rows x %lld bytes", w->data_bytes,
+                (long long)w->n_rows, (long long)w->row_bytes);
+  }
+  return HALO_OK;
+}
+
+/* Checks that [offset, offset + (count-1)·stride + width) lies inside [0, len); count >= 1. */
+static int span_fits(int64_t offset, int64_t stride, int64_t count, int64_t width, size_t len, int64_t *end) {
+  if (offset < 0 || stride < 0 || width < 0) return 0;
+  int64_t last_start;
+  if (checked_mul_add(count - 1, stride, offset, &last_start) != 0) return 0;
+  if (__builtin_add_overflow(last_start, width, end)) return 0;
+  return (uint64_t)*end <= (uint64_t)len;
+}
+
+static int ranges_overlap(const void *a, size_t a_bytes, const void *b, size_t b_bytes) {
+  const uintptr_t a0 = (uintptr_t)a, b0 = (uintptr_t)b;
+  return a_bytes > 0 && b_bytes > 0 && a0 < b0 + b_bytes && b0 < a0 + a_bytes;
+}
+
+static halo_status check_matmul(const halo_matrix *w, const halo_matmul_args *a, int64_t block_size, char *err,
+                                size_t err_len) {
+  if (!(0 <= a->row_start && a->row_start <= a->row_end && a->row_end <= w->n_rows)) {
+    return fail(HALO_E_USAGE, err, err_len, "rows [%lld, %lld) outside [0, %lld)", (long long)a->row_start,
+                (long long)a->row_end, (long long)w->n_rows);
+  }
+  if (!(0 <= a->col_start && a->col_start <= a->col_end && a->col_end <= w->n_cols) ||
+      a->col_start % block_size != 0 || a->col_end % block_size != 0) {
+    return fail(HALO_E_USAGE, err, err_len, "columns [%lld, %lld) not %lld-aligned inside [0, %lld)",
+                (long long)a->col_start, (long long)a->col_end, (long long)block_size, (long long)w->n_cols);
+  }
+  if (a->n_tokens < 0) return fail(HALO_E_USAGE, err, err_len, "nTokens must be >= 0");
+  if (a->n_tokens == 0) return HALO_OK;
+  const int64_t n_in = a->col_end - a->col_start, n_out = a->row_end - a->row_start;
+  int64_t x_end, y_end;
+  if (!span_fits(a->x_offset, a->x_stride, a->n_tokens, n_in, a->x_len, &x_end)) {
+    return fail(HALO_E_USAGE, err, err_len,
+                "x (length %zu) too short for %lld tokens of %lld columns at offset %lld, stride %lld", a->x_len,
+                (long long)a->n_tokens, (long long)n_in, (long long)a->x_offset, (long long)a->x_stride);
+  }
+  if (!span_fits(a->y_offset, a->y_stride, a->n_tokens, n_out, a->y_len, &y_end)) {
+    return fail(HALO_E_USAGE, err, err_len,
+                "y (length %zu) too short for %lld tokens of %lld rows at offset %lld, stride %lld", a->y_len,
+                (long long)a->n_tokens, (long long)n_out, (long long)a->y_offset, (long long)a->y_stride);
+  }
+  if (a->n_tokens > 1 && a->y_stride < n_out) {
+    return fail(HALO_E_USAGE, err, err_len, "yStride %lld is less than the %lld rows written per token",
+                (long long)a->y_stride, (long long)n_out);
+  }
+  const float *y_begin = a->y + a->y_offset;
+  const size_t y_bytes = (size_t)(y_end - a->y_offset) * sizeof(float);
+  if (n_out > 0 && ranges_overlap(y_begin, y_bytes, a->x + a->x_offset, (size_t)(x_end - a->x_offset) * sizeof(float))) {
+    return fail(HALO_E_USAGE, err, err_len, "y overlaps x: the output must be a separate buffer");
+  }
+  if (n_out > 0 && ranges_overlap(y_begin, y_bytes, w->data, (size_t)(w->n_rows * w->row_bytes))) {
+    return fail(HALO_E_USAGE, err, err_len, "y overlaps the weights");
+  }
+  return HALO_OK;
+}
+
+/* ---- the driver ------------------------------------------------------------------------ */
+
+typedef struct matmul_job {
+  halo_dot_fn dot;
+  const uint8_t *w;           /* first weight byte of (row_start, col_start) */
+  int64_t row_bytes;
+  int64_t n_in;               /* elements per dot */
+  const uint8_t *x;           /* first activation row (floats or Q8_0 blocks) */
+  int64_t x_stride_bytes;
+  int64_t n_tokens;
+  float *y;                   /* y[t·y_stride + r] for output row r */
+  int64_t y_stride;
+  int64_t n_out;
+  int64_t chunk_rows;
+  int64_t n_chunks;
+  atomic_int_fast64_t next_chunk;
+} matmul_job;
+
+static void matmul_chunk(const matmul_job *job, int64_t r0, int64_t r1) {
+  for (int64_t t0 = 0; t0 < job->n_tokens; t0 += HALO_TILE_TOKENS) {
+    const int64_t left = job->n_tokens - t0;
+    const int n_tile = left < HALO_TILE_TOKENS ? (int)left : HALO_TILE_TOKENS;
+    const uint8_t *x_tile = job->x + t0 * job->x_stride_bytes;
+    float *y_tile = job->y + t0 * job->y_stride;
+    for (int64_t r = r0; r < r1; r++) {
+      float out[HALO_TILE_TOKENS];
+      job->dot(job->n_in, job->w + r * job->row_bytes, x_tile, job->x_stride_bytes, n_tile, out);
+      for (int t = 0; t < n_tile; t++) y_tile[t * job->y_stride + r] = out[t];
+    }
+  }
+}
+
+static void matmul_worker(void *arg, int worker_index, int n_workers) {
+  (void)worker_index;
+  (void)n_workers;
+  matmul_job *job = (matmul_job *)arg;
+  for (;;) {
+    const int64_t chunk = atomic_fetch_add_explicit(&job->next_chunk, 1, memory_order_relaxed);
+    if (chunk >= job->n_chunks) return;
+    const int64_t r0 = chunk * job->chunk_rows;
+    const int64_t r1 = r0 + job->chunk_rows < job->n_out ? r0 + job->chunk_rows : job->n_out;
+    matmul_chunk(job, r0, r1);
+  }
+}
+
+typedef struct quantize_job {
+  halo_quantize_fn quantize;
+  const float *x;
+  int64_t x_stride;
+  int64_t n_in;
+  uint8_t *dst;
+  int64_t dst_stride_bytes;
+  int64_t n_tokens;
+} quantize_job;
+
+static void quantize_worker(void *arg, int worker_index, int n_workers) {
+  const quantize_job *job = (const quantize_job *)arg;
+  for (int64_t t = worker_index; t < job->n_tokens; t += n_workers) {
+    job->quantize(job->x + t * job->x_stride, job->dst + t * job->dst_stride_bytes, job->n_in);
+  }
+}
+
+static halo_dot_fn dot_for(const halo_kernel_set *k, int type) {
+  switch (type) {
+    case HALO_TYPE_F32: return k->dot_f32;
+    case HALO_TYPE_F16: return k->dot_f16;
+    case HALO_TYPE_Q4_0: return k->dot_q4_0;
+    case HALO_TYPE_Q8_0: return k->dot_q8_0;
+    default: return NULL;
+  }
+}
+
+static int workers_for(const halo_ctx *ctx, int64_t macs, int64_t n_chunks) {
+  if (macs < HALO_MIN_PARALLEL_MACS) return 1;
+  const int64_t size = halo_pool_size(ctx->pool);
+  return (int)(n_chunks < size ? n_chunks : size);
+}
+
+halo_status halo_matmul(halo_ctx *ctx, const halo_matrix *w, const halo_matmul_args *a, char *err, size_t err_len) {
+  int64_t block_size = 0, block_bytes = 0;
+  halo_status status = check_matrix(w, &block_size, &block_bytes, err, err_len);
+  if (status != HALO_OK) return status;
+  status = check_matmul(w, a, block_size, err, err_len);
+  if (status != HALO_OK) return status;
+  const int64_t n_out = a->row_end - a->row_start, n_in = a->col_end - a->col_start;
+  if (a->n_tokens == 0 || n_out == 0) return HALO_OK;
+  float *y = a->y + a->y_offset;
+  if (n_in == 0) {
+    for (int64_t t = 0; t < a->n_tokens; t++) memset(y + t * a->y_stride, 0, (size_t)n_out * sizeof(float));
+    return HALO_OK;
+  }
+  int64_t macs;
+  if (checked_mul_add(n_out * n_in, a->n_tokens, 0, &macs) != 0) macs = INT64_MAX;
+  matmul_job job = {
+      .dot = dot_for(ctx->kernels, w->type),
+      .w = w->data + a->row_start * w->row_bytes + a->col_start / block_size * block_bytes,
+      .row_bytes = w->row_bytes,
+      .n_in = n_in,
+      .n_tokens = a->n_tokens,
+      .y = y,
+      .y_stride = a->y_stride,
+      .n_out = n_out,
+  };
+  if (w->type == HALO_TYPE_Q8_0 || w->type == HALO_TYPE_Q4_0) {
+    const int64_t q_row_bytes = n_in / QK8_0 * (int64_t)sizeof(block_q8_0);
+    int64_t q_bytes;
+    if (checked_mul_add(q_row_bytes, a->n_tokens, 0, &q_bytes) != 0) {
+      return fail(HALO_E_NOMEM, err, err_len, "activation scratch size overflows");
+    }
+    uint8_t *q = scratch_for(ctx, (size_t)q_bytes);
+    if (q == NULL) return fail(HALO_E_NOMEM, err, err_len, "out of memory for %lld bytes of activations", (long long)q_bytes);
+    const quantize_job qjob = {ctx->kernels->quantize_row_q8_0, a->x + a->x_offset, a->x_stride, n_in, q, q_row_bytes,
+                               a->n_tokens};
+    const int q_workers = a->n_tokens >= HALO_MIN_PARALLEL_QUANTIZE_TOKENS ? halo_pool_size(ctx->pool) : 1;
+    halo_pool_run(ctx->pool, quantize_worker, (void *)&qjob, q_workers);
+    job.x = q;
+    job.x_stride_bytes = q_row_bytes;
+  } else {
+    job.x = (const uint8_t *)(a->x + a->x_offset);
+    job.x_stride_bytes = a->x_stride * (int64_t)sizeof(float);
+  }
+  const int64_t size = halo_pool_size(ctx->pool);
+  int64_t chunk_rows = (n_out + size * HALO_CHUNKS_PER_WORKER - 1) / (size * HALO_CHUNKS_PER_WORKER);
+  const int64_t segment_bytes = n_in / block_size * block_bytes;
+  const int64_t max_rows = HALO_MAX_CHUNK_BYTES / segment_bytes < HALO_MAX_CHUNK_ROWS ? HALO_MAX_CHUNK_BYTES / segment_bytes
+                                                                                       : HALO_MAX_CHUNK_ROWS;
+  if (chunk_rows > max_rows) chunk_rows = max_rows;
+  if (chunk_rows < 1) chunk_rows = 1;
+  job.chunk_rows = chunk_rows;
+  job.n_chunks = (n_out + chunk_rows - 1) / chunk_rows;
+  atomic_init(&job.next_chunk, 0);
+  halo_pool_run(ctx->pool, matmul_worker, &job, workers_for(ctx, macs, job.n_chunks));
+  return HALO_OK;
+}
+
+halo_status halo_get_row(halo_ctx *ctx, const halo_matrix *w, int64_t row, float *out, size_t out_len, char *err,
+                         size_t err_len) {
+  int64_t block_size = 0, block_bytes = 0;
+  const halo_status status = check_matrix(w, &block_size, &block_bytes, err, err_len);
+  if (status != HALO_OK) return status;
+  if (row < 0 || row >= w->n_rows) {
+    return fail(HALO_E_USAGE, err, err_len, "row %lld outside [0, %lld)", (long long)row, (long long)w->n_rows);
+  }
+  if ((uint64_t)w->n_cols > (uint64_t)out_len) {
+    return fail(HALO_E_USAGE, err, err_len, "out (length %zu) shorter than the %lld columns", out_len,
+                (long long)w->n_cols);
+  }
+  if (ranges_overlap(out, (size_t)w->n_cols * sizeof(float), w->data, (size_t)(w->n_rows * w->row_bytes))) {
+    return fail(HALO_E_USAGE, err, err_len, "out overlaps the weights");
+  }
+  const uint8_t *src = w->data + row * w->row_bytes;
+  const halo_kernel_set *k = ctx->kernels;
+  switch (w->type) {
+    case HALO_TYPE_F32: k->to_f32_f32(src, out, w->n_cols); break;
+    case HALO_TYPE_F16: k->to_f32_f16(src, out, w->n_cols); break;
+    case HALO_TYPE_Q4_0: k->to_f32_q4_0(src, out, w->n_cols); break;
+    case HALO_TYPE_Q8_0: k->to_f32_q8_0(src, out, w->n_cols); break;
+    default: break; /* check_matrix rejected every other type */
+  }
+  return HALO_OK;
+}
+
+halo_status halo_quantize_row_q8_0(halo_ctx *ctx, const float *x, size_t n, uint8_t *dst, size_t dst_len, char *err,
+                                   size_t err_len) {
+  if (n % QK8_0 != 0) return fail(HALO_E_USAGE, err, err_len, "x length %zu is not a multiple of %d", n, QK8_0);
+  const size_t need = n / QK8_0 * sizeof(block_q8_0);
+  if (dst_len < need) return fail(HALO_E_USAGE, err, err_len, "dst holds %zu bytes, need %zu", dst_len, need);
+  if (ranges_overlap(x, n * sizeof(float), dst, need)) return fail(HALO_E_USAGE, err, err_len, "dst overlaps x");
+  ctx->kernels->quantize_row_q8_0(x, dst, (int64_t)n);
+  return HALO_OK;
+}

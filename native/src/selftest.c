@@ -1,0 +1,243 @@
+/*
+ * A standalone check of every kernel set this CPU runs against the generic scalar set, for
+ * architectures the Node tests cannot reach here (AArch64 under qemu-user). Not part of the
+ * addon. From native/, for example:
+ *
+ *   CC=aarch64-linux-gnu-gcc; F="-O2 -std=gnu11 -ffp-contract=off -pthread"
+ *   $CC $F -march=armv8.2-a+dotprod -c src/arm/kernels_neon_dotprod.c -o /tmp/neon_dotprod.o
+ *   $CC $F -march=armv8-a -static -o /tmp/halo-selftest src/selftest.c src/halo_api.c src/threadpool.c \
+ *     src/cpu_features.c src/kernels_generic.c src/arm/kernels_neon.c /tmp/neon_dotprod.o -lm
+ *   qemu-aarch64-static -cpu max /tmp/halo-selftest          # neon-dotprod, neon, generic
+ *   qemu-aarch64-static -cpu cortex-a53 /tmp/halo-selftest   # neon, generic (no SDOT)
+ *
+ * (-march is not per file in GCC: the dotprod file must be compiled on its own, or the baseline
+ * code picks up ARMv8.2 instructions and dies on older cores.) On x86-64 build
+ * src/x86/kernels_avx2.c the same way with -mavx2 -mfma -mf16c. Checks: the
+ * quantizer byte for byte, each dot within 1e-10 NMSE of generic, tiles bit-identical to
+ * single tokens, F16 rows exactly, and matmul identical for 1 and 3 threads. Ends with the
+ * line "N passed, N failed" and exits non-zero on any failure.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "halo_api.h"
+#include "kernels.h"
+#include "threadpool.h"
+
+static int n_passed, n_failed;
+
+static void check(int ok, const char *set, const char *what, int64_t n) {
+  if (ok) {
+    n_passed++;
+  } else {
+    n_failed++;
+    printf("FAIL %s: %s (n=%lld)\n", set, what, (long long)n);
+  }
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static double uniform(void) {
+  rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+  return (double)(rng_state >> 11) * (1.0 / 9007199254740992.0);
+}
+static float gaussian(void) {
+  const double u1 = 1.0 - uniform(), u2 = uniform();
+  return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+static void fill(float *x, int64_t n, float scale) {
+  for (int64_t i = 0; i < n; i++) x[i] = scale * gaussian();
+}
+
+/* Weights of `type` for n_rows rows of n columns, encoded from Gaussian floats. */
+static uint8_t *make_weights(int type, int64_t n_rows, int64_t n, int64_t *row_bytes) {
+  int64_t bs = 0, bb = 0;
+  halo_type_block(type, &bs, &bb);
+  *row_bytes = n / bs * bb;
+  uint8_t *w = malloc((size_t)(*row_bytes * n_rows));
+  float *row = malloc((size_t)n * sizeof(float));
+  for (int64_t r = 0; r < n_rows; r++) {
+    fill(row, n, 1.0f);
+    uint8_t *dst = w + r * *row_bytes;
+    if (type == HALO_TYPE_F32) {
+      memcpy(dst, row, (size_t)n * sizeof(float));
+    } else if (type == HALO_TYPE_F16) {
+      for (int64_t i = 0; i < n; i++) {
+        const halo_fp16 h = halo_fp32_to_fp16(row[i]);
+        memcpy(dst + 2 * i, &h, 2);
+      }
+    } else if (type == HALO_TYPE_Q8_0) {
+      halo_quantize_row_q8_0_generic(row, dst, n);
+    } else {
+      /* Q4_0: any nibbles and a positive scale exercise the kernel. */
+      for (int64_t b = 0; b < n / QK4_0; b++) {
+        const halo_fp16 d = halo_fp32_to_fp16(0.05f + (float)uniform());
+        memcpy(dst + b * 18, &d, 2);
+        for (int j = 0; j < 16; j++) dst[b * 18 + 2 + j] = (uint8_t)(uniform() * 256);
+      }
+    }
+  }
+  free(row);
+  return w;
+}
+
+static void check_quantizer(const halo_kernel_set *k) {
+  static const int64_t sizes[] = {32, 64, 224, 4096};
+  for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+    const int64_t n = sizes[s];
+    float *x = malloc((size_t)n * sizeof(float));
+    uint8_t *a = malloc((size_t)(n / 32 * 34)), *b = malloc((size_t)(n / 32 * 34));
+    for (int scale = -30; scale <= 30; scale += 15) {
+      fill(x, n, powf(10.0f, (float)scale));
+      if (n == 64) {
+        const float edges[] = {127, 2.5f, -2.5f, 0.5f, -0.5f, 126.5f, -126.5f, 1.5f, -1.5f, 0.49999997f};
+        memcpy(x, edges, sizeof edges);
+        for (int j = 32; j < 64; j++) x[j] = j < 40 ? 1e-40f : 0.0f;
+      }
+      k->quantize_row_q8_0(x, a, n);
+      halo_quantize_row_q8_0_generic(x, b, n);
+      check(memcmp(a, b, (size_t)(n / 32 * 34)) == 0, k->name, "quantize_row_q8_0 matches generic bytes", n);
+    }
+    free(x);
+    free(a);
+    free(b);
+  }
+}
+
+/* dot vs generic within NMSE 1e-10 over 8 rows, and tile widths 2..4 bit-identical to width 1. */
+static void check_dot(const halo_kernel_set *k, int type, halo_dot_fn fast, halo_dot_fn slow, const char *what) {
+  static const int64_t float_sizes[] = {1, 7, 8, 15, 16, 17, 33, 173, 2048};
+  static const int64_t quant_sizes[] = {32, 64, 96, 352, 2048};
+  const int quantized = type == HALO_TYPE_Q8_0 || type == HALO_TYPE_Q4_0;
+  const int64_t *sizes = quantized ? quant_sizes : float_sizes;
+  const size_t n_sizes = quantized ? 5 : 9;
+  for (size_t s = 0; s < n_sizes; s++) {
+    const int64_t n = sizes[s];
+    int64_t row_bytes = 0;
+    uint8_t *w = make_weights(type, 8, n, &row_bytes);
+    float *xf = malloc((size_t)(4 * n) * sizeof(float));
+    fill(xf, 4 * n, 1.0f);
+    uint8_t *xq = malloc((size_t)(4 * (n / 32 + 1) * 34));
+    const void *x = xf;
+    int64_t stride = n * (int64_t)sizeof(float);
+    if (quantized) {
+      for (int t = 0; t < 4; t++) halo_quantize_row_q8_0_generic(xf + t * n, xq + t * (n / 32) * 34, n);
+      x = xq;
+      stride = n / 32 * 34;
+    }
+    double err = 0, norm = 0;
+    int tiles_match = 1;
+    for (int r = 0; r < 8; r++) {
+      float single[4], tile[4], ref[4];
+      for (int t = 0; t < 4; t++) fast(n, w + r * row_bytes, (const uint8_t *)x + t * stride, stride, 1, &single[t]);
+      slow(n, w + r * row_bytes, x, stride, 4, ref);
+      for (int width = 2; width <= 4; width++) {
+        fast(n, w + r * row_bytes, x, stride, width, tile);
+        if (memcmp(tile, single, (size_t)width * sizeof(float)) != 0) tiles_match = 0;
+      }
+      for (int t = 0; t < 4; t++) {
+        err += ((double)single[t] - ref[t]) * ((double)single[t] - ref[t]);
+        norm += (double)ref[t] * ref[t];
+      }
+    }
+    char label[96];
+    snprintf(label, sizeof label, "%s within 1e-10 NMSE of generic", what);
+    check(err <= 1e-10 * norm, k->name, label, n);
+    snprintf(label, sizeof label, "%s tiles bit-identical to single tokens", what);
+    check(tiles_match, k->name, label, n);
+    free(w);
+    free(xf);
+    free(xq);
+  }
+}
+
+static void check_rows(const halo_kernel_set *k) {
+  int64_t row_bytes = 0;
+  uint8_t *w = make_weights(HALO_TYPE_F16, 1, 173, &row_bytes);
+  float a[173], b[173];
+  k->to_f32_f16(w, a, 173);
+  halo_to_f32_f16_generic(w, b, 173);
+  check(memcmp(a, b, sizeof a) == 0, k->name, "to_f32_f16 exact", 173);
+  free(w);
+}
+
+static void check_threads(const halo_kernel_set *k) {
+  static const int types[] = {HALO_TYPE_F32, HALO_TYPE_F16, HALO_TYPE_Q8_0, HALO_TYPE_Q4_0};
+  for (size_t i = 0; i < 4; i++) {
+    const int64_t n_rows = 173, n = 512, n_tokens = 9;
+    int64_t row_bytes = 0;
+    uint8_t *data = make_weights(types[i], n_rows, n, &row_bytes);
+    const halo_matrix w = {data, (size_t)(row_bytes * n_rows), types[i], n_rows, n, row_bytes};
+    float *x = malloc((size_t)(n_tokens * n) * sizeof(float));
+    fill(x, n_tokens * n, 1.0f);
+    float *y1 = calloc((size_t)(n_tokens * n_rows), sizeof(float));
+    float *y3 = calloc((size_t)(n_tokens * n_rows), sizeof(float));
+    halo_ctx *c1 = NULL, *c3 = NULL;
+    char err[HALO_ERR_LEN];
+    int ok = halo_ctx_create(1, k->name, &c1, err, sizeof err) == HALO_OK && halo_ctx_create(3, k->name, &c3, err, sizeof err) == HALO_OK;
+    halo_matmul_args a = {n_tokens, x, (size_t)(n_tokens * n), 0, n, y1, (size_t)(n_tokens * n_rows), 0, n_rows, 0, n_rows, 0, n};
+    ok = ok && halo_matmul(c1, &w, &a, err, sizeof err) == HALO_OK;
+    a.y = y3;
+    ok = ok && halo_matmul(c3, &w, &a, err, sizeof err) == HALO_OK;
+    ok = ok && memcmp(y1, y3, (size_t)(n_tokens * n_rows) * sizeof(float)) == 0;
+    check(ok, k->name, "matmul identical for 1 and 3 threads", n);
+    halo_ctx_destroy(c1);
+    halo_ctx_destroy(c3);
+    free(data);
+    free(x);
+    free(y1);
+    free(y3);
+  }
+}
+
+struct pool_probe {
+  int runs_seen[8];
+};
+
+static void probe_task(void *arg, int worker_index, int n_workers) {
+  (void)n_workers;
+  ((struct pool_probe *)arg)->runs_seen[worker_index]++;
+}
+
+/* Runs published right after creation, and long series of back-to-back runs, reach every worker. */
+static void check_pool(void) {
+  int ok = 1;
+  for (int round = 0; round < 200 && ok; round++) {
+    halo_pool *pool = NULL;
+    const int n = 2 + round % 3;
+    if (halo_pool_create(n, &pool) != 0) {
+      ok = 0;
+      break;
+    }
+    struct pool_probe probe = {{0}};
+    const int runs = round % 50 == 0 ? 20000 : 3;
+    for (int r = 0; r < runs; r++) halo_pool_run(pool, probe_task, &probe, n);
+    for (int i = 0; i < n; i++) ok = ok && probe.runs_seen[i] == runs;
+    halo_pool_destroy(pool);
+  }
+  check(ok, "threadpool", "every worker sees every run", 200);
+}
+
+int main(void) {
+  const halo_kernel_set *sets[8];
+  const int n_sets = halo_available_kernel_sets(sets, 8);
+  printf("isa %s, kernel sets:", halo_isa_name());
+  for (int i = 0; i < n_sets; i++) printf(" %s", sets[i]->name);
+  printf("\n");
+  for (int i = 0; i < n_sets; i++) {
+    const halo_kernel_set *k = sets[i];
+    const halo_kernel_set *g = &halo_kernels_generic;
+    check_quantizer(k);
+    check_dot(k, HALO_TYPE_F32, k->dot_f32, g->dot_f32, "dot_f32");
+    check_dot(k, HALO_TYPE_F16, k->dot_f16, g->dot_f16, "dot_f16");
+    check_dot(k, HALO_TYPE_Q8_0, k->dot_q8_0, g->dot_q8_0, "dot_q8_0");
+    check_dot(k, HALO_TYPE_Q4_0, k->dot_q4_0, g->dot_q4_0, "dot_q4_0");
+    check_rows(k);
+    check_threads(k);
+  }
+  check_pool();
+  printf("%d passed, %d failed\n", n_passed, n_failed);
+  return n_failed == 0 ? 0 : 1;
+}
