@@ -7,7 +7,7 @@ import type { MatrixKernels } from "../kernels/index.js";
 import type { LlamaWeights } from "../model/index.js";
 import { attentionContribution, ffnContribution, type GroupComputeContext } from "./groupCompute.js";
 import { addInPlace, rmsNorm } from "./ops.js";
-import type { PhaseStep, Synchronizer } from "./synchronizer.js";
+import type { MutablePhaseStep, Synchronizer } from "./synchronizer.js";
 
 export interface ForwardContext extends GroupComputeContext {
   readonly weights: LlamaWeights;
@@ -16,6 +16,12 @@ export interface ForwardContext extends GroupComputeContext {
 }
 
 export type LogitsRequest = "last" | "all" | "none";
+
+function setStep(step: MutablePhaseStep, layerIndex: number, positionStart: number, nTokens: number): void {
+  step.layerIndex = layerIndex;
+  step.positionStart = positionStart;
+  step.nTokens = nTokens;
+}
 
 /**
  * Runs tokens[0..n) at positions [positionStart, positionStart + n) (n ≤ state.maxBatch).
@@ -30,24 +36,27 @@ export async function forward(ctx: ForwardContext, tokens: ArrayLike<number>, po
   // x = token_embd[token]
   for (let t = 0; t < nTokens; t++) kernels.getRow(weights.tokenEmbedding, tokens[t]!, state.xRows[t]!);
 
+  // One reusable step per phase, so decoding allocates nothing per layer.
+  const { attention, ffn } = state.steps;
   for (let l = 0; l < config.nLayers; l++) {
     const layer = weights.layers[l]!;
-    const batch = { layerIndex: l, positionStart, nTokens };
 
     // x = x + Σ_g W_o[:, g] · Attn_g(RoPE(W_q[g]·u), K_g, V_g),  u = rmsnorm(x) ⊙ attn_norm
     for (let t = 0; t < nTokens; t++) rmsNorm(state.normed, t * dim, x, t * dim, layer.attnNorm, eps);
-    const attention: PhaseStep = { phase: "attention", ...batch, input: state.normed };
+    setStep(attention, l, positionStart, nTokens);
     synchronizer.beginPhase(attention);
-    attentionContribution(ctx, layer, batch, synchronizer.localGroups(l, "attention"));
-    await synchronizer.endPhase(attention, state.partial);
+    attentionContribution(ctx, layer, attention, synchronizer.localGroups(l, "attention"));
+    const attentionMerged = synchronizer.endPhase(attention, state.partial);
+    if (attentionMerged !== undefined) await attentionMerged;
     addInPlace(x, state.partial, nTokens * dim);
 
     // x = x + Σ_b W_2[:, b] · (silu(W_1[b]·u) ⊙ W_3[b]·u),  u = rmsnorm(x) ⊙ ffn_norm
     for (let t = 0; t < nTokens; t++) rmsNorm(state.normed, t * dim, x, t * dim, layer.ffnNorm, eps);
-    const ffn: PhaseStep = { phase: "ffn", ...batch, input: state.normed };
+    setStep(ffn, l, positionStart, nTokens);
     synchronizer.beginPhase(ffn);
-    ffnContribution(ctx, layer, batch, synchronizer.localGroups(l, "ffn"));
-    await synchronizer.endPhase(ffn, state.partial);
+    ffnContribution(ctx, layer, ffn, synchronizer.localGroups(l, "ffn"));
+    const ffnMerged = synchronizer.endPhase(ffn, state.partial);
+    if (ffnMerged !== undefined) await ffnMerged;
     addInPlace(x, state.partial, nTokens * dim);
   }
 

@@ -3,6 +3,7 @@
  * Batched buffers hold up to `maxBatch` tokens, row-major by token.
  */
 import type { ModelConfig } from "../model/index.js";
+import type { MutablePhaseStep } from "./synchronizer.js";
 
 export class ForwardState {
   /** (maxBatch, dim) the residual stream */
@@ -34,6 +35,8 @@ export class ForwardState {
   readonly ropeSin: Float64Array;
   /** (vocabSize) logits of the last token */
   readonly logits: Float32Array;
+  /** The step objects forward() fills for each phase (reused every layer and token). */
+  readonly steps: { readonly attention: MutablePhaseStep; readonly ffn: MutablePhaseStep };
   /** (maxBatch, vocabSize) logits of every token, allocated on first request */
   private allLogitsBuffer: Float32Array | undefined;
 
@@ -55,6 +58,10 @@ export class ForwardState {
     this.ropeCos = new Float64Array(maxBatch * (ropeDim / 2));
     this.ropeSin = new Float64Array(maxBatch * (ropeDim / 2));
     this.logits = new Float32Array(vocabSize);
+    this.steps = {
+      attention: { phase: "attention", layerIndex: 0, positionStart: 0, nTokens: 0, input: this.normed },
+      ffn: { phase: "ffn", layerIndex: 0, positionStart: 0, nTokens: 0, input: this.normed },
+    };
   }
 
   allLogits(): Float32Array {

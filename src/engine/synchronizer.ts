@@ -16,6 +16,9 @@ export interface PhaseStep {
   readonly input: Float32Array;
 }
 
+/** The forward pass's own, reused step objects; a Synchronizer must not keep a step past endPhase. */
+export type MutablePhaseStep = { -readonly [K in keyof PhaseStep]: PhaseStep[K] };
+
 export interface Synchronizer {
   /** The groups this device computes for a layer's phase. */
   localGroups(layerIndex: number, phase: GroupKind): readonly GroupRange[];
