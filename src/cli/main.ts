@@ -6,6 +6,7 @@
  */
 import { HaloError } from "../base/index.js";
 import { convertCommand, CONVERT_HELP } from "./convert.js";
+import { doctorCommand, DOCTOR_HELP } from "./doctor.js";
 import { inspectCommand, INSPECT_HELP } from "./inspect.js";
 import type { CommandIo } from "./io.js";
 import { perplexityCommand, PERPLEXITY_HELP } from "./perplexity.js";
@@ -20,6 +21,7 @@ const COMMANDS: Record<string, { run: Command; help: string; summary: string }> 
   perplexity: { run: perplexityCommand, help: PERPLEXITY_HELP, summary: "score a text file (mean NLL, perplexity)" },
   convert: { run: convertCommand, help: CONVERT_HELP, summary: "convert a llama2.c checkpoint to GGUF" },
   synth: { run: synthCommand, help: SYNTH_HELP, summary: "write a synthetic model with real shapes" },
+  doctor: { run: doctorCommand, help: DOCTOR_HELP, summary: "show the runtime and the native kernel build" },
 };
 
 function usage(): string {

@@ -460,3 +460,22 @@ describe("halo convert", () => {
     assert.deepEqual(readFileSync(self), readFileSync(SHARED_MODELS.storiesBin));
   });
 });
+
+describe("halo doctor", () => {
+  test("--json reports the native kernel build and the kernel choice from HALO_KERNELS", async () => {
+    const args = ["doctor", "--json"];
+    const report = parseJsonLine<{ native: { loaded: boolean; simd?: string[]; isa?: string }; kernelChoice: string; defaultThreads: number }>(args, await runHalo(args));
+    assert.equal(report.native.loaded, true, "the addon is built by npm ci");
+    assert.equal(report.native.simd?.at(-1), "generic");
+    assert.equal(report.native.isa, process.arch === "x64" ? "x86_64" : "aarch64");
+    assert.ok(report.defaultThreads >= 1);
+    const forced = parseJsonLine<{ kernelChoice: string }>(args, await runHalo(args, { env: { HALO_KERNELS: "ts" } }));
+    assert.equal(forced.kernelChoice, "ts");
+  });
+
+  test("a bad HALO_KERNELS value is a usage error naming the variable", async () => {
+    const args = ["doctor"];
+    const run = await runHalo(args, { env: { HALO_KERNELS: "gpu" } });
+    assertErrorLine(args, run, { command: "doctor", exitCode: 2, code: "HALO_ERR_USAGE", message: "HALO_KERNELS must be one of auto, native, ts" });
+  });
+});

@@ -21,6 +21,8 @@ export interface HaloRunOptions {
   timeoutMs?: number;
   /** Working directory. Defaults to the project root. */
   cwd?: string;
+  /** Extra environment variables. */
+  env?: Record<string, string>;
 }
 
 export function haloMainPath(): string {
@@ -30,7 +32,7 @@ export function haloMainPath(): string {
 export function runHalo(args: readonly string[], options: HaloRunOptions = {}): Promise<HaloRun> {
   const timeoutMs = options.timeoutMs ?? 30_000;
   // node --test marks its children through NODE_TEST_CONTEXT; the CLI is not a test process.
-  const env = { ...process.env };
+  const env = { ...process.env, ...options.env };
   delete env.NODE_TEST_CONTEXT;
   return new Promise((resolve, reject) => {
     execFile(
