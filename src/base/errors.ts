@@ -16,6 +16,16 @@ export const ERROR_CODES = {
   HALO_ERR_CONTEXT: "The request does not fit in the model's context window.",
   HALO_ERR_CONVERT: "A checkpoint being converted is malformed.",
   HALO_ERR_NATIVE: "The native kernels failed inside the addon (out of memory, a thread could not start, an unexpected C++ exception).",
+  HALO_ERR_FRAME: "A control-plane frame has an invalid length prefix (zero or over the cap), or a frame to send is over the cap.",
+  HALO_ERR_FRAME_MAC: "An authenticated control-plane frame failed its MAC (replayed, reordered, forged or corrupted).",
+  HALO_ERR_MESSAGE_INVALID: "A control message is not valid msgpack or does not match its schema.",
+  HALO_ERR_MESSAGE_UNEXPECTED: "A valid control message arrived where the protocol does not allow it (before authentication, wrong direction, out of order).",
+  HALO_ERR_AUTH: "The control-plane handshake failed: the peer's MAC does not match the cluster key.",
+  HALO_ERR_PROTOCOL_VERSION: "The peer speaks a control protocol version this build does not.",
+  HALO_ERR_DEADLINE: "A network deadline passed (handshake, idle read, receive, close).",
+  HALO_ERR_PEER_LOST: "The peer sent nothing for the number of heartbeat intervals that means it is lost.",
+  HALO_ERR_CONNECTION_CLOSED: "The control connection closed or failed at the socket level, or was used after closing.",
+  HALO_ERR_PEER_REJECTED: "The peer refused the connection with an error message (its code and message are attached).",
 } as const satisfies Record<`HALO_ERR_${string}`, string>;
 
 export type HaloErrorCode = keyof typeof ERROR_CODES;
@@ -127,6 +137,111 @@ export class NativeKernelError extends HaloError {
   constructor(message: string, options?: { cause?: unknown }) {
     super("HALO_ERR_NATIVE", message, options);
     this.name = "NativeKernelError";
+  }
+}
+
+/** A control-plane length prefix that is zero or over the cap; raised before anything of that size is allocated. */
+export class FrameError extends HaloError {
+  constructor(message: string) {
+    super("HALO_ERR_FRAME", message);
+    this.name = "FrameError";
+  }
+}
+
+/** An authenticated control frame whose MAC does not verify at the expected sequence number. */
+export class FrameMacError extends HaloError {
+  readonly sequence: number;
+  constructor(sequence: number) {
+    super("HALO_ERR_FRAME_MAC", `control frame ${sequence} failed its MAC (replayed, reordered, forged or corrupted)`);
+    this.name = "FrameMacError";
+    this.sequence = sequence;
+  }
+}
+
+/** A control message that is not msgpack halo accepts, or fails its schema; `field` names where. */
+export class MessageInvalidError extends HaloError {
+  readonly field: string;
+  constructor(field: string, message: string) {
+    super("HALO_ERR_MESSAGE_INVALID", `invalid control message: ${field}: ${message}`);
+    this.name = "MessageInvalidError";
+    this.field = field;
+  }
+}
+
+/** A valid control message that the protocol does not allow here. */
+export class UnexpectedMessageError extends HaloError {
+  readonly expectedTypes: readonly string[];
+  readonly actualType: string;
+  constructor(where: string, expectedTypes: readonly string[], actualType: string) {
+    super(
+      "HALO_ERR_MESSAGE_UNEXPECTED",
+      `${where}: expected ${expectedTypes.map((t) => `'${t}'`).join(" or ") || "nothing"}, got '${actualType}'`,
+    );
+    this.name = "UnexpectedMessageError";
+    this.expectedTypes = expectedTypes;
+    this.actualType = actualType;
+  }
+}
+
+/** The handshake MAC did not match: the peers hold different cluster keys, or the response is a replay. */
+export class AuthError extends HaloError {
+  constructor(message: string) {
+    super("HALO_ERR_AUTH", message);
+    this.name = "AuthError";
+  }
+}
+
+export class ProtocolVersionError extends HaloError {
+  readonly expectedVersion: number;
+  readonly actualVersion: number;
+  constructor(expectedVersion: number, actualVersion: number) {
+    super("HALO_ERR_PROTOCOL_VERSION", `peer speaks control protocol ${actualVersion}, expected ${expectedVersion}; run the same halo version on every node`);
+    this.name = "ProtocolVersionError";
+    this.expectedVersion = expectedVersion;
+    this.actualVersion = actualVersion;
+  }
+}
+
+/** A deadline passed; `what` names the wait and `limitMs` its length. */
+export class DeadlineExceededError extends HaloError {
+  readonly what: string;
+  readonly limitMs: number;
+  constructor(what: string, limitMs: number) {
+    super("HALO_ERR_DEADLINE", `${what} did not complete within ${limitMs} ms`);
+    this.name = "DeadlineExceededError";
+    this.what = what;
+    this.limitMs = limitMs;
+  }
+}
+
+/** The peer went silent for `silentMs` (at least `missedHeartbeats` heartbeat intervals). */
+export class PeerLostError extends HaloError {
+  readonly silentMs: number;
+  readonly missedHeartbeats: number;
+  constructor(silentMs: number, missedHeartbeats: number, heartbeatIntervalMs: number) {
+    super("HALO_ERR_PEER_LOST", `peer sent nothing for ${silentMs} ms (${missedHeartbeats} missed heartbeats at ${heartbeatIntervalMs} ms)`);
+    this.name = "PeerLostError";
+    this.silentMs = silentMs;
+    this.missedHeartbeats = missedHeartbeats;
+  }
+}
+
+export class ConnectionClosedError extends HaloError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("HALO_ERR_CONNECTION_CLOSED", message, options);
+    this.name = "ConnectionClosedError";
+  }
+}
+
+/** The peer sent `{type:"error"}`; its code and message are kept as they came (untrusted text). */
+export class PeerRejectedError extends HaloError {
+  readonly remoteCode: string;
+  readonly remoteMessage: string;
+  constructor(remoteCode: string, remoteMessage: string) {
+    super("HALO_ERR_PEER_REJECTED", `peer refused the connection: ${remoteCode}: ${remoteMessage}`);
+    this.name = "PeerRejectedError";
+    this.remoteCode = remoteCode;
+    this.remoteMessage = remoteMessage;
   }
 }
 

@@ -18,6 +18,16 @@ const instances: errors.HaloError[] = [
   new errors.ContextOverflowError(10, 5),
   new errors.ConvertError("x"),
   new errors.NativeKernelError("x"),
+  new errors.FrameError("x"),
+  new errors.FrameMacError(3),
+  new errors.MessageInvalidError("type", "x"),
+  new errors.UnexpectedMessageError("x", ["auth"], "join"),
+  new errors.AuthError("x"),
+  new errors.ProtocolVersionError(1, 2),
+  new errors.DeadlineExceededError("x", 5),
+  new errors.PeerLostError(1500, 3, 500),
+  new errors.ConnectionClosedError("x"),
+  new errors.PeerRejectedError("HALO_ERR_AUTH", "x"),
 ];
 
 test("every error class carries a registered code and its own name", () => {

@@ -1,0 +1,116 @@
+/**
+ * The cluster over real loopback sockets: workers as WorkerNodes in this process, the
+ * coordinator as the engine's Synchronizer. Relaxed (UDP) and strict (TCP) modes reproduce the
+ * single-node golden output at 0% loss; emulated loss drops contributions without stopping.
+ */
+import assert from "node:assert/strict";
+import { after, test } from "node:test";
+import { ClusterCoordinator, WorkerNode, modelSha256, type SyncMode } from "../../src/cluster/index.js";
+import { Engine, Sampler, generate } from "../../src/engine/index.js";
+import { HaloError } from "../../src/base/index.js";
+import { loadStories, maxAbsDiff, readGolden, stories260KPath, testKernels } from "../helpers/golden.js";
+
+const golden = readGolden();
+const clusterKey = Buffer.from("a test cluster key of 32 bytes!!");
+const sha = modelSha256(stories260KPath());
+const cleanups: Array<() => Promise<void>> = [];
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+async function startWorkers(n: number, options: { lossRatio?: number; key?: Buffer; sha?: string } = {}): Promise<WorkerNode[]> {
+  const { model } = await loadStories();
+  const workers: WorkerNode[] = [];
+  for (let i = 0; i < n; i++) {
+    const worker = await WorkerNode.start({
+      model,
+      modelSha256: options.sha ?? sha,
+      kernels: testKernels(),
+      clusterKey: options.key ?? clusterKey,
+      contextLength: 256,
+      linkProfile: { lossRatio: options.lossRatio ?? 0, delayMs: 0, jitterMs: 0, bandwidthMbit: 0 },
+      seed: 100 + i,
+    });
+    workers.push(worker);
+    cleanups.push(() => worker.close());
+  }
+  return workers;
+}
+
+/** At 0% loss every datagram arrives, so a generous deadline makes the test independent of machine load. */
+async function runCluster(mode: SyncMode, nWorkers: number, lossRatio = 0, deadlines = lossRatio === 0 ? { minMs: 2000, hardMs: 5000 } : { minMs: 20, hardMs: 100 }) {
+  const workers = await startWorkers(nWorkers, { lossRatio });
+  const { model } = await loadStories();
+  const coordinator = await ClusterCoordinator.connect({
+    model,
+    modelSha256: sha,
+    clusterKey,
+    workers: workers.map((w) => ({ host: "127.0.0.1", port: w.tcpPort })),
+    mode,
+    deadlines,
+    linkProfiles: workers.map(() => ({ lossRatio, delayMs: 0, jitterMs: 0, bandwidthMbit: 0 })),
+    seed: 7,
+  });
+  cleanups.push(() => coordinator.close());
+  const engine = new Engine(model.config, model.weights, { kernels: testKernels(), contextLength: 256, synchronizer: coordinator });
+  return { model, engine, coordinator, workers };
+}
+
+for (const mode of ["relaxed", "strict"] as const) {
+  for (const nWorkers of [1, 2, 4]) {
+    test(`${mode}, ${nWorkers + 1} devices at 0% loss: the golden logits and 60 greedy tokens`, async () => {
+      const { model, engine, coordinator } = await runCluster(mode, nWorkers);
+      const logits = Float32Array.from((await engine.evaluate(golden.logits.input_ids, 0, "last"))!);
+      // The wire carries Q8_0 (the default sync precision), so logits match to Q8_0 accuracy, not 1e-4.
+      assert.ok(maxAbsDiff(logits, golden.logits.last) < 0.25, `max diff ${maxAbsDiff(logits, golden.logits.last)}`);
+      const result = await generate(engine, model.tokenizer, new Sampler(model.config.vocabSize, { temperature: 0, seed: 1 }), golden.greedy_prompt.prompt_ids, { maxTokens: 60 });
+      assert.deepEqual(result.tokens, golden.greedy_prompt.generated_ids);
+      assert.equal(coordinator.totals.droppedContributions, 0);
+      assert.ok(coordinator.totals.expectedContributions > 0);
+      await coordinator.close();
+    });
+  }
+}
+
+test("relaxed at 5% emulated loss completes, finite, and counts dropped contributions; strict is exact", async () => {
+  const relaxed = await runCluster("relaxed", 2, 0.05);
+  const sampler = new Sampler(relaxed.model.config.vocabSize, { temperature: 0, seed: 1 });
+  const result = await generate(relaxed.engine, relaxed.model.tokenizer, sampler, golden.greedy_prompt.prompt_ids, { maxTokens: 40 });
+  assert.equal(result.tokens.length, 40);
+  assert.ok(relaxed.coordinator.totals.droppedContributions > 0, "5% loss on ~40 datagrams per token must drop some");
+  await relaxed.coordinator.close();
+  const strict = await runCluster("strict", 2, 0.05);
+  const exact = await generate(strict.engine, strict.model.tokenizer, new Sampler(strict.model.config.vocabSize, { temperature: 0, seed: 1 }), golden.greedy_prompt.prompt_ids, { maxTokens: 40 });
+  assert.deepEqual(exact.tokens, golden.greedy_prompt.generated_ids.slice(0, 40));
+  await strict.coordinator.close();
+});
+
+test("a wrong cluster key and a different model are refused with clear errors", async () => {
+  const { model } = await loadStories();
+  const [wrongKey] = await startWorkers(1, { key: Buffer.from("another cluster key, 32 bytes!!!") });
+  await assert.rejects(
+    ClusterCoordinator.connect({ model, modelSha256: sha, clusterKey, workers: [{ host: "127.0.0.1", port: wrongKey!.tcpPort }], mode: "relaxed" }),
+    (error: unknown) => error instanceof HaloError && /AUTH|REJECTED/.test(error.code),
+  );
+  const [otherModel] = await startWorkers(1, { sha: "0".repeat(64) });
+  await assert.rejects(
+    ClusterCoordinator.connect({ model, modelSha256: sha, clusterKey, workers: [{ host: "127.0.0.1", port: otherModel!.tcpPort }], mode: "relaxed" }),
+    (error: unknown) => error instanceof HaloError && error.message.includes(sha) && error.message.includes("0".repeat(64)),
+  );
+});
+
+test("a worker that dies mid-generation does not stop it: its groups are dropped", async () => {
+  const { model, engine, coordinator, workers } = await runCluster("relaxed", 2);
+  const tokens: number[] = [];
+  const result = await generate(engine, model.tokenizer, new Sampler(model.config.vocabSize, { temperature: 0, seed: 1 }), golden.greedy_prompt.prompt_ids, {
+    maxTokens: 30,
+    onToken: (id) => {
+      tokens.push(id);
+      if (tokens.length === 10) void workers[1]!.close();
+    },
+  });
+  assert.equal(result.tokens.length, 30);
+  assert.deepEqual(result.tokens.slice(0, 10), golden.greedy_prompt.generated_ids.slice(0, 10));
+  assert.deepEqual(coordinator.lostWorkers, [2]);
+  await coordinator.close();
+});
