@@ -5,6 +5,7 @@
  * its stack trace.
  */
 import { HaloError } from "../base/index.js";
+import { clusterCommand, CLUSTER_HELP } from "./cluster.js";
 import { convertCommand, CONVERT_HELP } from "./convert.js";
 import { doctorCommand, DOCTOR_HELP } from "./doctor.js";
 import { inspectCommand, INSPECT_HELP } from "./inspect.js";
@@ -12,6 +13,7 @@ import type { CommandIo } from "./io.js";
 import { perplexityCommand, PERPLEXITY_HELP } from "./perplexity.js";
 import { runCommand, RUN_HELP } from "./run.js";
 import { synthCommand, SYNTH_HELP } from "./synth.js";
+import { workerCommand, WORKER_HELP } from "./worker.js";
 
 type Command = (argv: readonly string[], io: CommandIo) => Promise<number>;
 
@@ -21,6 +23,8 @@ const COMMANDS: Record<string, { run: Command; help: string; summary: string }> 
   perplexity: { run: perplexityCommand, help: PERPLEXITY_HELP, summary: "score a text file (mean NLL, perplexity)" },
   convert: { run: convertCommand, help: CONVERT_HELP, summary: "convert a llama2.c checkpoint to GGUF" },
   synth: { run: synthCommand, help: SYNTH_HELP, summary: "write a synthetic model with real shapes" },
+  worker: { run: workerCommand, help: WORKER_HELP, summary: "serve a share of the model to a coordinator" },
+  cluster: { run: clusterCommand, help: CLUSTER_HELP, summary: "run a local cluster of N processes with emulated links" },
   doctor: { run: doctorCommand, help: DOCTOR_HELP, summary: "show the runtime and the native kernel build" },
 };
 

@@ -1,59 +1,133 @@
-/** `halo run`: generate text from a prompt on this machine. */
-import { Engine, Sampler, generate } from "../engine/index.js";
-import { booleanFlag, integerFlag, parseFlags, stringFlag } from "./flags.js";
-import { MODEL_FLAGS, MODEL_FLAGS_HELP, SAMPLING_FLAGS, SAMPLING_FLAGS_HELP, readModelFlags, readSamplingFlags } from "./modelFlags.js";
+/** `halo run`: generate text from a prompt, on this machine or with workers (--workers). */
+import { ClusterCoordinator, modelSha256, type SyncMode } from "../cluster/index.js";
+import { Engine, Sampler, generate, type ResolvedSamplingOptions } from "../engine/index.js";
+import type { LinkProfile } from "../net/index.js";
+import { booleanFlag, choiceFlag, integerFlag, parseFlags, stringFlag, type FlagSpec, type ParsedFlags } from "./flags.js";
+import { KEY_FLAGS, parseWorkerList, readClusterKey } from "./clusterFlags.js";
 import type { CommandIo } from "./io.js";
 import { loadCommandModel } from "./engineSetup.js";
+import { MODEL_FLAGS, MODEL_FLAGS_HELP, SAMPLING_FLAGS, SAMPLING_FLAGS_HELP, readModelFlags, readSamplingFlags, type ModelFlagValues } from "./modelFlags.js";
 
-export const RUN_HELP = `usage: halo run [--model F] [--prompt P] [--max-tokens N] [sampling flags] [--ignore-eos] [--json]
+export const GENERATION_FLAGS = {
+  ...MODEL_FLAGS,
+  ...SAMPLING_FLAGS,
+  prompt: { type: "string", short: "p" },
+  "max-tokens": { type: "string", short: "n" },
+  "ignore-eos": { type: "boolean" },
+  json: { type: "boolean" },
+  sync: { type: "string" },
+  ...KEY_FLAGS,
+} as const satisfies FlagSpec;
 
-Generates text. stdout carries the generated text only; timings go to stderr.
-  -p, --prompt P         prompt text (default: empty, generate from BOS)
+export const GENERATION_FLAGS_HELP = `  -p, --prompt P         prompt text (default: empty, generate from BOS)
   -n, --max-tokens N     tokens to generate (default 256)
       --ignore-eos       keep generating past the end-of-sequence token
       --json             print one JSON object {text, tokens, timings, ...} instead
 ${MODEL_FLAGS_HELP}
 ${SAMPLING_FLAGS_HELP}`;
 
+export const RUN_HELP = `usage: halo run [--model F] [--prompt P] [--max-tokens N] [sampling flags] [--ignore-eos] [--json]
+               [--workers h:p,h:p --sync relaxed|strict --cluster-key K]
+
+Generates text. stdout carries the generated text only; timings go to stderr.
+${GENERATION_FLAGS_HELP}
+      --workers LIST     host:port of each worker (halo worker); this process coordinates
+      --sync MODE        relaxed (UDP, deadlines; default) or strict (TCP, wait for all)
+      --cluster-key K    shared secret, at least 16 bytes (or HALO_CLUSTER_KEY); required off loopback`;
+
+export interface GenerationRequest {
+  modelFlags: ModelFlagValues;
+  sampling: ResolvedSamplingOptions;
+  prompt: string;
+  maxTokens: number;
+  ignoreEos: boolean;
+  json: boolean;
+  cluster?: {
+    workers: Array<{ host: string; port: number }>;
+    mode: SyncMode;
+    clusterKey: Buffer;
+    linkProfile?: LinkProfile;
+    seed?: number;
+  };
+}
+
+export function readGenerationFlags(flags: ParsedFlags): Omit<GenerationRequest, "cluster"> & { mode: SyncMode } {
+  return {
+    modelFlags: readModelFlags(flags),
+    sampling: readSamplingFlags(flags),
+    maxTokens: integerFlag(flags, "max-tokens", 0, 1 << 24) ?? 256,
+    prompt: stringFlag(flags, "prompt") ?? "",
+    ignoreEos: booleanFlag(flags, "ignore-eos"),
+    json: booleanFlag(flags, "json"),
+    mode: choiceFlag(flags, "sync", ["relaxed", "strict"] as const) ?? "relaxed",
+  };
+}
+
 export async function runCommand(argv: readonly string[], io: CommandIo): Promise<number> {
-  const flags = parseFlags(argv, {
-    ...MODEL_FLAGS,
-    ...SAMPLING_FLAGS,
-    prompt: { type: "string", short: "p" },
-    "max-tokens": { type: "string", short: "n" },
-    "ignore-eos": { type: "boolean" },
-    json: { type: "boolean" },
-  });
+  const flags = parseFlags(argv, { ...GENERATION_FLAGS, workers: { type: "string", short: "w" } });
   if (booleanFlag(flags, "help")) {
     io.stdout(RUN_HELP + "\n");
     return 0;
   }
-  const modelFlags = readModelFlags(flags);
-  const sampling = readSamplingFlags(flags);
-  const maxTokens = integerFlag(flags, "max-tokens", 0, 1 << 24) ?? 256;
-  const prompt = stringFlag(flags, "prompt") ?? "";
-  const json = booleanFlag(flags, "json");
+  const request = readGenerationFlags(flags);
+  const workerList = stringFlag(flags, "workers");
+  const workers = workerList === undefined ? undefined : parseWorkerList(workerList);
+  const cluster = workers === undefined ? undefined : { workers, mode: request.mode, clusterKey: readClusterKey(flags, workers.map((w) => w.host)) };
+  return executeGeneration({ ...request, cluster }, io);
+}
 
-  const { model, kernels } = await loadCommandModel(modelFlags);
-  const engine = new Engine(model.config, model.weights, { kernels, contextLength: modelFlags.contextLength });
-  const sampler = new Sampler(model.config.vocabSize, sampling);
-  const promptIds = model.tokenizer.encode(prompt, { addBos: true });
-  const result = await generate(engine, model.tokenizer, sampler, promptIds, {
-    // generate() stops at the context's end itself (stopReason "context_full") and rejects a prompt that overflows it.
-    maxTokens,
-    ignoreEos: booleanFlag(flags, "ignore-eos"),
-    onToken: json ? undefined : (_id, text) => io.stdout(text),
-  });
-  model.file.close();
-  const t = result.timings;
-  if (json) {
-    io.stdout(JSON.stringify({ text: result.text, tokens: result.tokens, promptTokens: promptIds, stopReason: result.stopReason, seed: sampling.seed, kernels: engine.kernels.name, timings: t }) + "\n");
-  } else {
-    io.stdout("\n");
-    io.stderr(
-      `halo: prompt ${t.promptTokens} tokens, ${t.promptTokensPerSecond.toFixed(1)} tok/s | decode ${t.generatedTokens} tokens, ` +
-        `${t.decodeTokensPerSecond.toFixed(1)} tok/s, ${t.msPerToken.toFixed(2)} ms/token | stop: ${result.stopReason} | kernels ${engine.kernels.name}\n`,
-    );
+/** Loads the model, connects the cluster if any, generates, prints text and stats. */
+export async function executeGeneration(request: GenerationRequest, io: CommandIo): Promise<number> {
+  const { model, kernels } = await loadCommandModel(request.modelFlags);
+  let coordinator: ClusterCoordinator | undefined;
+  try {
+    if (request.cluster !== undefined) {
+      const c = request.cluster;
+      coordinator = await ClusterCoordinator.connect({
+        model,
+        modelSha256: modelSha256(request.modelFlags.modelPath),
+        clusterKey: c.clusterKey,
+        workers: c.workers,
+        mode: c.mode,
+        linkProfiles: c.linkProfile === undefined ? undefined : c.workers.map(() => c.linkProfile!),
+        seed: c.seed,
+        log: (line) => io.stderr(line + "\n"),
+      });
+    }
+    const engine = new Engine(model.config, model.weights, { kernels, contextLength: request.modelFlags.contextLength, synchronizer: coordinator });
+    const sampler = new Sampler(model.config.vocabSize, request.sampling);
+    const promptIds = model.tokenizer.encode(request.prompt, { addBos: true });
+    const perToken: Array<{ ms: number; syncWaitMs: number; sentBytes: number; dropped: number; expected: number }> = [];
+    let last = { at: performance.now(), sync: 0, bytes: 0, dropped: 0, expected: 0 };
+    const snapshot = (): typeof last => ({ at: performance.now(), sync: coordinator?.totals.syncWaitMs ?? 0, bytes: coordinator?.totals.bytesSent ?? 0, dropped: coordinator?.totals.droppedContributions ?? 0, expected: coordinator?.totals.expectedContributions ?? 0 });
+    const result = await generate(engine, model.tokenizer, sampler, promptIds, {
+      maxTokens: request.maxTokens,
+      ignoreEos: request.ignoreEos,
+      onToken: (id, text) => {
+        if (!request.json) io.stdout(text);
+        if (coordinator === undefined || id < 0) return;
+        const now = snapshot();
+        const token = { ms: now.at - last.at, syncWaitMs: now.sync - last.sync, sentBytes: now.bytes - last.bytes, dropped: now.dropped - last.dropped, expected: now.expected - last.expected };
+        perToken.push(token);
+        last = now;
+        if (!request.json) io.stderr(`\n[token ${perToken.length}] ${token.ms.toFixed(1)} ms | compute ${(token.ms - token.syncWaitMs).toFixed(1)} ms | sync ${token.syncWaitMs.toFixed(1)} ms | sent ${(token.sentBytes / 1024).toFixed(1)} kB | dropped ${token.dropped}/${token.expected} contributions\n`);
+      },
+    });
+    const t = result.timings;
+    const clusterSummary = coordinator === undefined ? undefined : { devices: coordinator.nDevices, mode: request.cluster!.mode, lostWorkers: coordinator.lostWorkers, totals: coordinator.totals };
+    if (request.json) {
+      io.stdout(JSON.stringify({ text: result.text, tokens: result.tokens, promptTokens: promptIds, stopReason: result.stopReason, seed: request.sampling.seed, kernels: kernels.name, timings: t, cluster: clusterSummary, perToken: clusterSummary === undefined ? undefined : perToken }) + "\n");
+    } else {
+      io.stdout("\n");
+      const clusterLine = clusterSummary === undefined ? "" : ` | ${clusterSummary.devices} devices, ${clusterSummary.mode}, dropped ${clusterSummary.totals.droppedContributions}/${clusterSummary.totals.expectedContributions} contributions`;
+      io.stderr(
+        `halo: prompt ${t.promptTokens} tokens, ${t.promptTokensPerSecond.toFixed(1)} tok/s | decode ${t.generatedTokens} tokens, ` +
+          `${t.decodeTokensPerSecond.toFixed(1)} tok/s, ${t.msPerToken.toFixed(2)} ms/token | stop: ${result.stopReason} | kernels ${kernels.name}${clusterLine}\n`,
+      );
+    }
+    return 0;
+  } finally {
+    await coordinator?.close();
+    model.file.close();
   }
-  return 0;
 }

@@ -479,3 +479,27 @@ describe("halo doctor", () => {
     assertErrorLine(args, run, { command: "doctor", exitCode: 2, code: "HALO_ERR_USAGE", message: "HALO_KERNELS must be one of auto, native, ts" });
   });
 });
+
+describe("halo cluster --local", () => {
+  test("strict mode on 3 local processes reproduces the golden greedy tokens", async () => {
+    const args = ["cluster", "--local", "3", "--sync", "strict", "--prompt", "Once upon a time", "--temperature", "0", "-n", "20", "--json"];
+    const result = parseJsonLine<{ tokens: number[]; cluster: { devices: number; mode: string; lostWorkers: number[] } }>(args, await runHalo(args, { timeoutMs: 60_000 }));
+    assert.deepEqual(result.tokens, golden.greedy_prompt.generated_ids.slice(0, 20));
+    assert.deepEqual([result.cluster.devices, result.cluster.mode, result.cluster.lostWorkers], [3, "strict", []]);
+  });
+
+  test("relaxed mode at 10% emulated loss completes and reports per-token stats and dropped contributions", async () => {
+    const args = ["cluster", "--local", "3", "--loss", "10", "--delay", "1", "--seed", "3", "--prompt", "Once upon a time", "--temperature", "0", "-n", "20", "--json"];
+    const result = parseJsonLine<{ tokens: number[]; perToken: Array<{ dropped: number; expected: number; syncWaitMs: number }>; cluster: { totals: { droppedContributions: number; expectedContributions: number } } }>(args, await runHalo(args, { timeoutMs: 60_000 }));
+    assert.equal(result.tokens.length, 20);
+    assert.equal(result.perToken.length, 20);
+    assert.ok(result.cluster.totals.droppedContributions > 0, "10% loss over 20 tokens must drop something");
+    assert.ok(result.perToken.every((t) => t.expected === 20 && t.syncWaitMs >= 0));
+  });
+
+  test("--local is required and bounded", async () => {
+    for (const [args, message] of [[["cluster"], "--local N is required"], [["cluster", "--local", "0"], "--local must be an integer from 1 to 64"]] as const) {
+      assertErrorLine(args, await runHalo(args), { command: "cluster", exitCode: 2, code: "HALO_ERR_USAGE", message });
+    }
+  });
+});

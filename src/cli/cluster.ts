@@ -1,0 +1,74 @@
+/** `halo cluster --local N`: a coordinator and N−1 worker processes on loopback, with emulated links. */
+import { spawn, type ChildProcess } from "node:child_process";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { HaloError, UsageError } from "../base/index.js";
+import { booleanFlag, integerFlag, parseFlags } from "./flags.js";
+import type { CommandIo } from "./io.js";
+import { LINK_FLAGS, LINK_FLAGS_HELP, LOOPBACK_DEV_KEY, readLinkProfile, readSeed } from "./clusterFlags.js";
+import { GENERATION_FLAGS, GENERATION_FLAGS_HELP, executeGeneration, readGenerationFlags } from "./run.js";
+
+export const CLUSTER_HELP = `usage: halo cluster --local N [--loss PCT] [--delay MS] [--jitter MS] [--bandwidth MBIT] [--seed S]
+                   [--sync relaxed|strict] [every flag of halo run]
+
+Starts N−1 worker processes and this coordinator on loopback, each worker link emulated in
+userspace (seeded loss, delay, jitter, bandwidth), and generates like halo run.
+      --local N          devices, the coordinator included (1..64)
+      --sync MODE        relaxed (UDP, deadlines; default) or strict (TCP, wait for all)
+${LINK_FLAGS_HELP}
+${GENERATION_FLAGS_HELP}`;
+
+const WORKER_START_TIMEOUT_MS = 60_000;
+
+function startWorker(args: string[]): Promise<{ child: ChildProcess; port: number }> {
+  const main = fileURLToPath(new URL("./main.js", import.meta.url));
+  const child = spawn(process.execPath, [main, "worker", ...args], { stdio: ["ignore", "pipe", "inherit"] });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new HaloError("HALO_ERR_DEADLINE", `a worker did not start within ${WORKER_START_TIMEOUT_MS} ms`)), WORKER_START_TIMEOUT_MS);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new HaloError("HALO_ERR_CONNECTION_CLOSED", `a worker exited with status ${code} before listening`));
+    });
+    createInterface({ input: child.stdout! }).once("line", (line) => {
+      clearTimeout(timer);
+      try {
+        const event = JSON.parse(line) as { event: string; tcpPort: number };
+        if (event.event !== "listening") throw new Error(line);
+        resolve({ child, port: event.tcpPort });
+      } catch {
+        reject(new HaloError("HALO_ERR_MESSAGE_INVALID", `a worker printed '${line.slice(0, 200)}' instead of its port`));
+      }
+    });
+  });
+}
+
+export async function clusterCommand(argv: readonly string[], io: CommandIo): Promise<number> {
+  const flags = parseFlags(argv, { ...GENERATION_FLAGS, ...LINK_FLAGS, local: { type: "string" } });
+  if (booleanFlag(flags, "help")) {
+    io.stdout(CLUSTER_HELP + "\n");
+    return 0;
+  }
+  const nDevices = integerFlag(flags, "local", 1, 64);
+  if (nDevices === undefined) throw new UsageError("--local N is required (the number of devices on this machine)");
+  const request = readGenerationFlags(flags);
+  const linkProfile = readLinkProfile(flags);
+  const seed = readSeed(flags) ?? 1;
+  const forwarded = ["--host", "127.0.0.1", "--port", "0", "--cluster-key", LOOPBACK_DEV_KEY, "--model", request.modelFlags.modelPath, "--threads", String(request.modelFlags.threads ?? 1)];
+  if (request.modelFlags.contextLength !== undefined) forwarded.push("--ctx-size", String(request.modelFlags.contextLength));
+  forwarded.push("--loss", String(linkProfile.lossRatio * 100), "--delay", String(linkProfile.delayMs), "--jitter", String(linkProfile.jitterMs), "--bandwidth", String(linkProfile.bandwidthMbit));
+  const children: ChildProcess[] = [];
+  const stopChildren = (): void => {
+    for (const child of children) if (child.exitCode === null) child.kill("SIGTERM");
+  };
+  process.once("exit", stopChildren);
+  try {
+    const started = await Promise.all(Array.from({ length: nDevices - 1 }, (_, i) => startWorker([...forwarded, "--seed", String(seed * 1000 + i + 1)])));
+    children.push(...started.map((s) => s.child));
+    return await executeGeneration(
+      { ...request, cluster: { workers: started.map((s) => ({ host: "127.0.0.1", port: s.port })), mode: request.mode, clusterKey: Buffer.from(LOOPBACK_DEV_KEY), linkProfile, seed } },
+      io,
+    );
+  } finally {
+    stopChildren();
+  }
+}
