@@ -38,3 +38,21 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!));
   return max;
 }
+
+/** Scores the golden protocol's text at `window` and checks it against the reference. */
+export async function checkGoldenPerplexity(window: number): Promise<void> {
+  const { readFileSync: read } = await import("node:fs");
+  const { perplexity } = await import("../../src/engine/index.js");
+  const assert = (await import("node:assert/strict")).default;
+  const golden = readGolden();
+  const reference = golden.perplexity_reference.results.find((r) => r.window === window)!;
+  const { model, engine } = await loadStories({ maxBatch: window });
+  const text = read(join(sharedModelsDir(), "corpora", "tinystories_valid_excerpt.txt"), "utf8").slice(0, 100_000);
+  const tokens = model.tokenizer.encode(text, { addBos: false });
+  assert.equal(tokens.length, golden.perplexity_reference.n_tokens);
+  const result = await perplexity(engine, tokens, model.tokenizer.bosId, window);
+  assert.equal(result.tokensScored, reference.tokens_scored);
+  assert.ok(Math.abs(result.perplexity - reference.ppl) < 0.005, `perplexity ${result.perplexity} vs ${reference.ppl}`);
+  assert.ok(Math.abs(result.meanNll - reference.mean_nll) < 1e-4, `mean NLL ${result.meanNll} vs ${reference.mean_nll}`);
+  model.file.close();
+}
