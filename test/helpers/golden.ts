@@ -1,7 +1,8 @@
 /** The golden reference of stories260K (an independent float64 implementation) and model loading for tests. */
+import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { Engine, type EngineOptions } from "../../src/engine/index.js";
+import { Engine, perplexity, type EngineOptions } from "../../src/engine/index.js";
 import { createKernels, parseKernelChoice } from "../../src/kernels/index.js";
 import { loadModel, type LoadedModel } from "../../src/model/index.js";
 import { sharedModelsDir } from "./paths.js";
@@ -41,13 +42,10 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 /** Scores the golden protocol's text at `window` and checks it against the reference. */
 export async function checkGoldenPerplexity(window: number): Promise<void> {
-  const { readFileSync: read } = await import("node:fs");
-  const { perplexity } = await import("../../src/engine/index.js");
-  const assert = (await import("node:assert/strict")).default;
   const golden = readGolden();
   const reference = golden.perplexity_reference.results.find((r) => r.window === window)!;
   const { model, engine } = await loadStories({ maxBatch: window });
-  const text = read(join(sharedModelsDir(), "corpora", "tinystories_valid_excerpt.txt"), "utf8").slice(0, 100_000);
+  const text = readFileSync(join(sharedModelsDir(), "corpora", "tinystories_valid_excerpt.txt"), "utf8").slice(0, 100_000);
   const tokens = model.tokenizer.encode(text, { addBos: false });
   assert.equal(tokens.length, golden.perplexity_reference.n_tokens);
   const result = await perplexity(engine, tokens, model.tokenizer.bosId, window);
