@@ -2,7 +2,8 @@
  * Kernel micro-benchmark: the op case table (test/ops/cases.ts) in perf mode. Prints weight
  * bandwidth (GB/s of weight bytes read per call) for matvec on 2048x2048 and 5632x2048 weights
  * per type, for the TS reference and the native kernels at 1 and 2 threads, then prefill:
- * one matmul of N tokens against N matvecs. Timings are mean ± stddev over repeats.
+ * one matmul of N tokens against N matvecs, then attention: one token of a TinyLlama-shape KV
+ * group over a growing cache. Timings are mean ± stddev over repeats.
  *
  *   node dist/bench/ops.js [--json out.json] [--repeats 7] [--min-ms 400] [--no-reference]
  */
@@ -13,7 +14,7 @@ import { parseArgs } from "node:util";
 import { createReferenceKernels } from "../src/kernels/reference/kernels.js";
 import type { MatrixKernels } from "../src/kernels/matrix.js";
 import { createNativeKernels, nativeAddonStatus } from "../src/kernels/native.js";
-import { describeCase, makeOpData, perfCases, prefillPerfCases, runOp, weightBytes, type OpCase, type OpData } from "../test/ops/cases.js";
+import { attendPerfCases, describeCase, makeOpData, perfCases, prefillPerfCases, runOp, weightBytes, type OpCase, type OpData } from "../test/ops/cases.js";
 
 const PREFILL_TOKENS = 16;
 const THREADS = [1, 2] as const;
@@ -148,6 +149,25 @@ function main(): void {
     ]);
   }
   console.log(table(["type", "shape", `matmul x${PREFILL_TOKENS}`, `${PREFILL_TOKENS} x matvec`, "speedup"], prefillRows));
+
+  console.log("\nattention: one token, 8 query heads of 64 sharing a KV head, µs per call (mean ± stddev)\n");
+  const attendRows: string[][] = [];
+  const us = (t: Timing): string => `${(t.meanMs * 1000).toFixed(1)} ± ${(t.stddevMs * 1000).toFixed(1)}`;
+  for (const c of attendPerfCases()) {
+    const d = makeOpData(c, 3);
+    const bytes = weightBytes(c);
+    const ref = values["no-reference"] ? undefined : time(reference, 1, c, d, bytes);
+    const [one, two] = natives.map((k) => time(k, k.nThreads, c, d, bytes));
+    attendRows.push([
+      String(c.shape.nPositions),
+      ref === undefined ? "-" : us(ref),
+      us(one!),
+      us(two!),
+      `${(one!.meanMs / two!.meanMs).toFixed(2)}x`,
+      ref === undefined ? "-" : `${(ref.meanMs / one!.meanMs).toFixed(0)}x`,
+    ]);
+  }
+  console.log(table(["positions", "reference 1T", `${natives[0]!.name} 1T`, `${natives[1]!.name} 2T`, "2T vs 1T", "1T vs ref"], attendRows));
 
   for (const k of natives) k.close();
   if (values.json !== undefined) {

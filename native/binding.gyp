@@ -17,6 +17,7 @@
       "sources": [
         "src/binding.cc",
         "src/halo_api.c",
+        "src/attention.c",
         "src/threadpool.c",
         "src/cpu_features.c",
         "src/kernels_generic.c",

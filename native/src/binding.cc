@@ -14,7 +14,7 @@
 
 namespace {
 
-constexpr int kAddonVersion = 1;
+constexpr int kAddonVersion = 2;
 constexpr double kMaxSafeInteger = 9007199254740991.0;
 
 Napi::Error CodedError(Napi::Env env, const char* code, const std::string& message) {
@@ -73,6 +73,12 @@ class Args {
     return static_cast<int64_t>(d);
   }
 
+  double Number(size_t i, const char* name) const {
+    const Napi::Value v = info_[i];
+    if (!v.IsNumber()) Fail(std::string(name) + " must be a number");
+    return v.As<Napi::Number>().DoubleValue();
+  }
+
   Napi::Float32Array F32(size_t i, const char* name) const {
     const Napi::Value v = info_[i];
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
@@ -126,6 +132,7 @@ class KernelContext : public Napi::ObjectWrap<KernelContext> {
                            InstanceMethod<&KernelContext::Matvec>("matvec"),
                            InstanceMethod<&KernelContext::Matmul>("matmul"),
                            InstanceMethod<&KernelContext::GetRow>("getRow"),
+                           InstanceMethod<&KernelContext::Attend>("attend"),
                            InstanceMethod<&KernelContext::QuantizeRowQ8_0>("quantizeRowQ8_0"),
                            InstanceMethod<&KernelContext::Close>("close"),
                            InstanceAccessor<&KernelContext::Threads>("nThreads"),
@@ -217,6 +224,38 @@ class KernelContext : public Napi::ObjectWrap<KernelContext> {
       char err[HALO_ERR_LEN] = "";
       ThrowIfFailed(info.Env(), halo_get_row(Live(info), &w, row, out.Data(), out.ElementLength(), err, sizeof err),
                     "getRow", err);
+      return info.Env().Undefined();
+    });
+  }
+
+  // attend(nQueryHeads, headDim, q, qOffset, keys, values, valid, nPositions, scale, out, outOffset)
+  Napi::Value Attend(const Napi::CallbackInfo& info) {
+    return Guarded(info.Env(), [&]() -> Napi::Value {
+      const Args args(info, "attend", 11);
+      Napi::Float32Array q = args.F32(2, "q");
+      Napi::Float32Array keys = args.F32(4, "keys");
+      Napi::Float32Array values = args.F32(5, "values");
+      Napi::Uint8Array valid = args.U8(6, "valid");
+      Napi::Float32Array out = args.F32(9, "out");
+      halo_attend_args a{};
+      a.n_heads = args.Int(0, "nQueryHeads");
+      a.head_dim = args.Int(1, "headDim");
+      a.q = q.Data();
+      a.q_len = q.ElementLength();
+      a.q_offset = args.Int(3, "qOffset");
+      a.keys = keys.Data();
+      a.keys_len = keys.ElementLength();
+      a.values = values.Data();
+      a.values_len = values.ElementLength();
+      a.valid = valid.Data();
+      a.context_length = valid.ElementLength();
+      a.n_positions = args.Int(7, "nPositions");
+      a.scale = args.Number(8, "scale");
+      a.out = out.Data();
+      a.out_len = out.ElementLength();
+      a.out_offset = args.Int(10, "outOffset");
+      char err[HALO_ERR_LEN] = "";
+      ThrowIfFailed(info.Env(), halo_attend(Live(info), &a, err, sizeof err), "attend", err);
       return info.Env().Undefined();
     });
   }

@@ -1,6 +1,6 @@
 /*
- * The C API that binding.cc wraps: a kernel context (thread pool + kernel set + activation
- * scratch), the matrix entry points with full argument validation, and the file mapping.
+ * The C API that binding.cc wraps: a kernel context (thread pool + kernel set + scratch), the
+ * matrix and attention entry points with full argument validation, and the file mapping.
  * Every function validates its arguments and reports errors through a status and a message;
  * nothing here aborts the process.
  */
@@ -60,6 +60,34 @@ typedef struct halo_matmul_args {
   int64_t col_end;
 } halo_matmul_args;
 
+/*
+ * Attention of one token over one KV group's cache (one KV head and the n_heads query heads
+ * that share it). For h < n_heads, d < head_dim:
+ *   out[out_offset + h·head_dim + d] = Σ_{s ∈ S} p_{h,s} · values[s·head_dim + d],
+ *   p_{h,·} = softmax over s ∈ S of scale · Σ_d q[q_offset + h·head_dim + d] · keys[s·head_dim + d],
+ * where S = { s < n_positions : valid[s] == 1 }. Positions outside S get no weight and their
+ * keys and values are never read. With S empty, out is 0. Lengths and offsets count elements;
+ * out must not overlap q, keys or values.
+ */
+typedef struct halo_attend_args {
+  int64_t n_heads;
+  int64_t head_dim;        /* >= 1 */
+  const float *q;          /* (n_heads, head_dim) from q_offset */
+  size_t q_len;
+  int64_t q_offset;
+  const float *keys;       /* (context_length, head_dim): keys_len == context_length · head_dim */
+  size_t keys_len;
+  const float *values;     /* (context_length, head_dim) */
+  size_t values_len;
+  const uint8_t *valid;    /* (context_length): 1 where the position's key and value were written */
+  size_t context_length;
+  int64_t n_positions;     /* <= context_length */
+  double scale;            /* finite as a float, usually 1/√head_dim */
+  float *out;              /* (n_heads, head_dim) from out_offset */
+  size_t out_len;
+  int64_t out_offset;
+} halo_attend_args;
+
 /* n_threads workers (the caller included), kernel set by name or NULL/"" for the best available. */
 halo_status halo_ctx_create(int n_threads, const char *kernel_set, halo_ctx **out, char *err, size_t err_len);
 void halo_ctx_destroy(halo_ctx *ctx);
@@ -67,6 +95,9 @@ int halo_ctx_threads(const halo_ctx *ctx);
 const char *halo_ctx_kernel_set(const halo_ctx *ctx);
 
 halo_status halo_matmul(halo_ctx *ctx, const halo_matrix *w, const halo_matmul_args *args, char *err, size_t err_len);
+
+/* See halo_attend_args. Query heads are split across the pool when the work pays for it. */
+halo_status halo_attend(halo_ctx *ctx, const halo_attend_args *args, char *err, size_t err_len);
 
 /* out[0..n_cols) = row `row` of w as floats. */
 halo_status halo_get_row(halo_ctx *ctx, const halo_matrix *w, int64_t row, float *out, size_t out_len, char *err,

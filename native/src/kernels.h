@@ -1,6 +1,7 @@
 /*
  * One kernel set per instruction-set variant (generic scalar, AVX2, NEON, NEON+dotprod),
- * selected at run time. The driver (matmul.c) only ever calls through this table.
+ * selected at run time. The drivers (halo_api.c for matrices, attention.c) only ever call
+ * through this table.
  *
  * Dot kernels compute a tile: one weight row against `n_tokens` (1..HALO_TILE_TOKENS)
  * activation rows, so the weight bytes are read once per tile. Each variant's tile kernel
@@ -36,6 +37,30 @@ typedef void (*halo_quantize_fn)(const float *x, uint8_t *dst, int64_t n);
 /* out[0..n) = the n elements stored at src (n % block size == 0). */
 typedef void (*halo_to_f32_fn)(const uint8_t *src, float *out, int64_t n);
 
+/*
+ * out[r] = Σ_{i<n} q[i] · rows[r·row_stride + i] for r < n_rows: one query against consecutive
+ * float rows (attention scores against cached keys). A row's result has the same bits whether
+ * it is computed alone or with its neighbours.
+ */
+typedef void (*halo_dot_rows_fn)(int64_t n, const float *q, const float *rows, int64_t row_stride, int64_t n_rows,
+                                 float *out);
+
+/*
+ * x[i] = exp(x[i] − shift) in place for i < n, returning Σ x[i] accumulated in double: the
+ * softmax numerators. exp(−∞) is exactly 0 (how attention marks invalid positions); NaN stays
+ * NaN. Fast paths may differ from expf by a few ulp.
+ */
+typedef double (*halo_exp_sum_fn)(int64_t n, float *x, float shift);
+
+/*
+ * The attention-weighted sum of value rows:
+ *   out[i] = Σ_{s < n_rows, p[s] != 0} p[s] · v[s·v_stride + i]   for i < n,
+ * each element accumulated over s in ascending order. A row whose weight is exactly 0 is never
+ * read (an invalid cache row may hold anything). out must not overlap p or v.
+ */
+typedef void (*halo_weighted_sum_fn)(int64_t n, const float *p, int64_t n_rows, const float *v, int64_t v_stride,
+                                     float *out);
+
 typedef struct halo_kernel_set {
   const char *name;
   halo_quantize_fn quantize_row_q8_0;
@@ -47,6 +72,9 @@ typedef struct halo_kernel_set {
   halo_to_f32_fn to_f32_f16;
   halo_to_f32_fn to_f32_q8_0;
   halo_to_f32_fn to_f32_q4_0;
+  halo_dot_rows_fn dot_rows_f32;
+  halo_exp_sum_fn exp_sum_f32;
+  halo_weighted_sum_fn weighted_sum_f32;
 } halo_kernel_set;
 
 /* Generic scalar kernels (kernels_generic.c); every variant may reuse these. */
@@ -60,6 +88,11 @@ void halo_to_f32_f32_generic(const uint8_t *src, float *out, int64_t n);
 void halo_to_f32_f16_generic(const uint8_t *src, float *out, int64_t n);
 void halo_to_f32_q8_0_generic(const uint8_t *src, float *out, int64_t n);
 void halo_to_f32_q4_0_generic(const uint8_t *src, float *out, int64_t n);
+void halo_dot_rows_f32_generic(int64_t n, const float *q, const float *rows, int64_t row_stride, int64_t n_rows,
+                               float *out);
+double halo_exp_sum_f32_generic(int64_t n, float *x, float shift);
+void halo_weighted_sum_f32_generic(int64_t n, const float *p, int64_t n_rows, const float *v, int64_t v_stride,
+                                   float *out);
 
 #if defined(__x86_64__) || defined(_M_X64)
 /* AVX2 + FMA + F16C (x86/kernels_avx2.c, compiled with -mavx2 -mfma -mf16c). */

@@ -138,6 +138,33 @@ void halo_to_f32_q4_0_generic(const uint8_t *src, float *out, int64_t n) {
   }
 }
 
+void halo_dot_rows_f32_generic(int64_t n, const float *q, const float *rows, int64_t row_stride, int64_t n_rows,
+                               float *out) {
+  for (int64_t r = 0; r < n_rows; r++) {
+    halo_dot_f32_generic(n, (const uint8_t *)q, rows + r * row_stride, 0, 1, out + r);
+  }
+}
+
+double halo_exp_sum_f32_generic(int64_t n, float *x, float shift) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; i++) {
+    x[i] = expf(x[i] - shift);
+    sum += x[i];
+  }
+  return sum;
+}
+
+void halo_weighted_sum_f32_generic(int64_t n, const float *p, int64_t n_rows, const float *v, int64_t v_stride,
+                                   float *out) {
+  for (int64_t i = 0; i < n; i++) out[i] = 0.0f;
+  for (int64_t s = 0; s < n_rows; s++) {
+    const float ps = p[s];
+    if (ps == 0.0f) continue;
+    const float *vs = v + s * v_stride;
+    for (int64_t i = 0; i < n; i++) out[i] += ps * vs[i];
+  }
+}
+
 const halo_kernel_set halo_kernels_generic = {
     .name = "generic",
     .quantize_row_q8_0 = halo_quantize_row_q8_0_generic,
@@ -149,4 +176,7 @@ const halo_kernel_set halo_kernels_generic = {
     .to_f32_f16 = halo_to_f32_f16_generic,
     .to_f32_q8_0 = halo_to_f32_q8_0_generic,
     .to_f32_q4_0 = halo_to_f32_q4_0_generic,
+    .dot_rows_f32 = halo_dot_rows_f32_generic,
+    .exp_sum_f32 = halo_exp_sum_f32_generic,
+    .weighted_sum_f32 = halo_weighted_sum_f32_generic,
 };

@@ -5,8 +5,8 @@
  *
  *   CC=aarch64-linux-gnu-gcc; F="-O2 -std=gnu11 -ffp-contract=off -pthread"
  *   $CC $F -march=armv8.2-a+dotprod -c src/arm/kernels_neon_dotprod.c -o /tmp/neon_dotprod.o
- *   $CC $F -march=armv8-a -static -o /tmp/halo-selftest src/selftest.c src/halo_api.c src/threadpool.c \
- *     src/cpu_features.c src/kernels_generic.c src/arm/kernels_neon.c /tmp/neon_dotprod.o -lm
+ *   $CC $F -march=armv8-a -static -o /tmp/halo-selftest src/selftest.c src/halo_api.c src/attention.c \
+ *     src/threadpool.c src/cpu_features.c src/kernels_generic.c src/arm/kernels_neon.c /tmp/neon_dotprod.o -lm
  *   qemu-aarch64-static -cpu max /tmp/halo-selftest          # neon-dotprod, neon, generic
  *   qemu-aarch64-static -cpu cortex-a53 /tmp/halo-selftest   # neon, generic (no SDOT)
  *
@@ -14,10 +14,15 @@
  * code picks up ARMv8.2 instructions and dies on older cores.) On x86-64 build
  * src/x86/kernels_avx2.c the same way with -mavx2 -mfma -mf16c. Checks: the
  * quantizer byte for byte, each dot within 1e-10 NMSE of generic, tiles bit-identical to
- * single tokens, F16 rows exactly, and matmul identical for 1 and 3 threads. Ends with the
- * line "N passed, N failed" and exits non-zero on any failure.
+ * single tokens, F16 rows exactly, matmul identical for 1 and 3 threads, the attention scores
+ * and weighted sum within 1e-10 NMSE of generic (scores bit-identical alone and together), exp
+ * within 2e-7 of expf,
+ * attention within 1e-10 NMSE of generic and identical for 1 and 3 threads, and the pool doing
+ * every item of every run exactly once. Ends with the line "N passed, N failed" and exits
+ * non-zero on any failure.
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,18 +197,141 @@ static void check_threads(const halo_kernel_set *k) {
   }
 }
 
+/* dot_rows_f32 vs generic within NMSE 1e-10, and each row's bits independent of how many rows share the call. */
+static void check_dot_rows(const halo_kernel_set *k) {
+  static const int64_t sizes[] = {1, 3, 4, 7, 8, 12, 16, 40, 64, 100, 128, 200};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    const int64_t n = sizes[i], n_rows = 11, stride = n + 5;
+    float *rows = malloc((size_t)(n_rows * stride) * sizeof(float));
+    float q[200], a[11], b[11], one[11];
+    fill(rows, n_rows * stride, 1.0f);
+    fill(q, n, 1.0f);
+    k->dot_rows_f32(n, q, rows, stride, n_rows, a);
+    halo_dot_rows_f32_generic(n, q, rows, stride, n_rows, b);
+    for (int64_t r = 0; r < n_rows; r++) k->dot_rows_f32(n, q, rows + r * stride, stride, 1, one + r);
+    double err = 0, norm = 0;
+    for (int64_t r = 0; r < n_rows; r++) {
+      err += ((double)a[r] - b[r]) * ((double)a[r] - b[r]);
+      norm += (double)b[r] * b[r];
+    }
+    check(err <= 1e-10 * norm, k->name, "dot_rows_f32 within 1e-10 NMSE of generic", n);
+    check(memcmp(a, one, sizeof a) == 0, k->name, "dot_rows_f32 rows bit-identical alone and together", n);
+    free(rows);
+  }
+}
+
+/* exp_sum_f32 within 4 ulp-ish (2e-7 relative) of generic expf, −∞ → 0 exactly, NaN stays NaN. */
+static void check_exp_sum(const halo_kernel_set *k) {
+  static const int64_t sizes[] = {1, 3, 4, 7, 8, 9, 31, 100, 1000};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    const int64_t n = sizes[i];
+    float a[1000], b[1000];
+    for (int64_t j = 0; j < n; j++) a[j] = b[j] = j % 7 == 3 ? -INFINITY : (float)(-100.0 * uniform() + 2.0);
+    const double sa = k->exp_sum_f32(n, a, 1.5f), sb = halo_exp_sum_f32_generic(n, b, 1.5f);
+    int ok = fabs(sa - sb) <= 2e-7 * sb;
+    for (int64_t j = 0; j < n; j++) {
+      ok = ok && fabsf(a[j] - b[j]) <= 2e-7f * b[j] + 1e-37f && (b[j] != 0.0f || a[j] == 0.0f || b[j] < 1e-37f);
+      if (j % 7 == 3) ok = ok && a[j] == 0.0f;
+    }
+    check(ok, k->name, "exp_sum_f32 within 2e-7 of expf, exp(-inf) == 0", n);
+  }
+  float x[3] = {NAN, 0.0f, -1.0f};
+  check(isnan(k->exp_sum_f32(3, x, 0.0f)) && isnan(x[0]) && x[1] == 1.0f, k->name, "exp_sum_f32 keeps NaN", 3);
+}
+
+/* weighted_sum_f32 vs generic within NMSE 1e-10; rows weighted 0 hold NaN and must not be read. */
+static void check_weighted_sum(const halo_kernel_set *k) {
+  static const int64_t sizes[] = {1, 3, 4, 7, 8, 12, 16, 40, 64, 100, 128, 200};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    const int64_t n = sizes[i], n_rows = 37, stride = n + 3;
+    float *v = malloc((size_t)(n_rows * stride) * sizeof(float));
+    float p[37], a[200], b[200];
+    fill(v, n_rows * stride, 1.0f);
+    for (int64_t s = 0; s < n_rows; s++) {
+      p[s] = s % 5 == 2 ? 0.0f : (float)uniform();
+      if (p[s] == 0.0f) v[s * stride] = NAN;
+    }
+    k->weighted_sum_f32(n, p, n_rows, v, stride, a);
+    halo_weighted_sum_f32_generic(n, p, n_rows, v, stride, b);
+    double err = 0, norm = 0;
+    for (int64_t j = 0; j < n; j++) {
+      err += ((double)a[j] - b[j]) * ((double)a[j] - b[j]);
+      norm += (double)b[j] * b[j];
+    }
+    check(err <= 1e-10 * norm, k->name, "weighted_sum_f32 within 1e-10 NMSE of generic", n);
+    free(v);
+  }
+}
+
+/* halo_attend within 1e-10 NMSE of the generic set, and identical for 1 and 3 threads. */
+static void check_attend(const halo_kernel_set *k) {
+  const int64_t n_heads = 8, head_dim = 128, context = 1100, n_positions = 1000;
+  float *q = malloc((size_t)(n_heads * head_dim) * sizeof(float));
+  float *keys = malloc((size_t)(context * head_dim) * sizeof(float));
+  float *values = malloc((size_t)(context * head_dim) * sizeof(float));
+  float *out[3];
+  uint8_t *valid = malloc((size_t)context);
+  fill(q, n_heads * head_dim, 1.0f);
+  fill(keys, context * head_dim, 1.0f);
+  fill(values, context * head_dim, 1.0f);
+  for (int64_t s = 0; s < context; s++) {
+    valid[s] = uniform() < 0.8 ? 1 : 0;
+    if (!valid[s]) keys[s * head_dim] = values[s * head_dim] = NAN;
+  }
+  const char *names[3] = {k->name, k->name, "generic"};
+  const int threads[3] = {1, 3, 1};
+  int ok = 1;
+  for (int i = 0; i < 3; i++) {
+    out[i] = calloc((size_t)(n_heads * head_dim), sizeof(float));
+    halo_ctx *c = NULL;
+    char err[HALO_ERR_LEN];
+    const halo_attend_args a = {n_heads, head_dim, q, (size_t)(n_heads * head_dim), 0, keys, (size_t)(context * head_dim),
+                                values, (size_t)(context * head_dim), valid, (size_t)context, n_positions,
+                                1.0 / sqrt((double)head_dim), out[i], (size_t)(n_heads * head_dim), 0};
+    ok = ok && halo_ctx_create(threads[i], names[i], &c, err, sizeof err) == HALO_OK;
+    ok = ok && halo_attend(c, &a, err, sizeof err) == HALO_OK;
+    halo_ctx_destroy(c);
+  }
+  check(ok && memcmp(out[0], out[1], (size_t)(n_heads * head_dim) * sizeof(float)) == 0, k->name,
+        "attend identical for 1 and 3 threads", n_positions);
+  double err = 0, norm = 0;
+  for (int64_t j = 0; j < n_heads * head_dim; j++) {
+    err += ((double)out[0][j] - out[2][j]) * ((double)out[0][j] - out[2][j]);
+    norm += (double)out[2][j] * out[2][j];
+  }
+  check(ok && err <= 1e-10 * norm, k->name, "attend within 1e-10 NMSE of generic", n_positions);
+  for (int i = 0; i < 3; i++) free(out[i]);
+  free(q);
+  free(keys);
+  free(values);
+  free(valid);
+}
+
 struct pool_probe {
-  int runs_seen[8];
+  atomic_int next;
+  int n_items;
+  atomic_int done[64];
+  atomic_long by_workers; /* items done by threads other than the caller */
 };
 
 static void probe_task(void *arg, int worker_index, int n_workers) {
   (void)n_workers;
-  ((struct pool_probe *)arg)->runs_seen[worker_index]++;
+  struct pool_probe *probe = (struct pool_probe *)arg;
+  for (;;) {
+    const int i = atomic_fetch_add(&probe->next, 1);
+    if (i >= probe->n_items) return;
+    atomic_fetch_add(&probe->done[i], 1);
+    if (worker_index != 0) atomic_fetch_add(&probe->by_workers, 1);
+  }
 }
 
-/* Runs published right after creation, and long series of back-to-back runs, reach every worker. */
+/*
+ * Runs published right after creation, and long series of back-to-back runs, complete every
+ * item exactly once whichever workers take part; and workers do take part.
+ */
 static void check_pool(void) {
   int ok = 1;
+  long by_workers = 0;
   for (int round = 0; round < 200 && ok; round++) {
     halo_pool *pool = NULL;
     const int n = 2 + round % 3;
@@ -211,13 +339,21 @@ static void check_pool(void) {
       ok = 0;
       break;
     }
-    struct pool_probe probe = {{0}};
+    struct pool_probe probe;
     const int runs = round % 50 == 0 ? 20000 : 3;
-    for (int r = 0; r < runs; r++) halo_pool_run(pool, probe_task, &probe, n);
-    for (int i = 0; i < n; i++) ok = ok && probe.runs_seen[i] == runs;
+    for (int r = 0; r < runs && ok; r++) {
+      atomic_init(&probe.next, 0);
+      probe.n_items = 1 + (round + r) % 64;
+      atomic_init(&probe.by_workers, 0);
+      for (int i = 0; i < 64; i++) atomic_init(&probe.done[i], 0);
+      halo_pool_run(pool, probe_task, &probe, n);
+      for (int i = 0; i < 64; i++) ok = ok && atomic_load(&probe.done[i]) == (i < probe.n_items);
+      by_workers += atomic_load(&probe.by_workers);
+    }
     halo_pool_destroy(pool);
   }
-  check(ok, "threadpool", "every worker sees every run", 200);
+  check(ok, "threadpool", "every run does every item exactly once", 200);
+  check(by_workers > 0, "threadpool", "workers take part in runs", by_workers);
 }
 
 int main(void) {
@@ -236,6 +372,10 @@ int main(void) {
     check_dot(k, HALO_TYPE_Q4_0, k->dot_q4_0, g->dot_q4_0, "dot_q4_0");
     check_rows(k);
     check_threads(k);
+    check_dot_rows(k);
+    check_exp_sum(k);
+    check_weighted_sum(k);
+    check_attend(k);
   }
   check_pool();
   printf("%d passed, %d failed\n", n_passed, n_failed);

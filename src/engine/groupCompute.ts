@@ -85,50 +85,18 @@ function storeKv(ctx: GroupComputeContext, batch: PhaseBatch, group: number): vo
 
 /** attnOut[t, h] = Σ_s softmax_s(q_h·k_s / √headDim) · v_s over valid s ≤ position(t), for h in group. */
 function attendGroup(ctx: GroupComputeContext, batch: PhaseBatch, group: number): void {
-  const { config, layout, state, kvCache } = ctx;
-  const headDim = config.headDim;
+  const { config, layout, kernels, state, kvCache } = ctx;
+  const { headDim } = config;
   const qDim = config.nHeads * headDim;
   const keys = kvCache.keysOf(batch.layerIndex, group);
   const values = kvCache.valuesOf(batch.layerIndex, group);
   const valid = kvCache.validityOf(batch.layerIndex, group);
   const scale = 1 / Math.sqrt(headDim);
-  const scores = state.scores;
-  const q = state.q;
-  const out = state.attnOut;
-  const headStart = group * layout.queryHeadsPerGroup;
-  const headEnd = headStart + layout.queryHeadsPerGroup;
+  const groupOffset = group * layout.queryHeadsPerGroup * headDim;
   for (let t = 0; t < batch.nTokens; t++) {
-    const nPositions = batch.positionStart + t + 1;
-    for (let h = headStart; h < headEnd; h++) {
-      const qBase = t * qDim + h * headDim;
-      // Scores of valid positions; an invalid one (never computed here) gets no weight.
-      let max = -Infinity;
-      for (let s = 0, k = 0; s < nPositions; s++, k += headDim) {
-        if (valid[s] === 0) {
-          scores[s] = -Infinity;
-          continue;
-        }
-        let dot = 0;
-        for (let d = 0; d < headDim; d++) dot += q[qBase + d]! * keys[k + d]!;
-        const score = dot * scale;
-        scores[s] = score;
-        if (score > max) max = score;
-      }
-      let sum = 0;
-      for (let s = 0; s < nPositions; s++) {
-        const e = Math.exp(scores[s]! - max);
-        scores[s] = e;
-        sum += e;
-      }
-      const outBase = t * qDim + h * headDim;
-      out.fill(0, outBase, outBase + headDim);
-      const inverse = 1 / sum;
-      for (let s = 0, v = 0; s < nPositions; s++, v += headDim) {
-        const p = scores[s]! * inverse;
-        if (p === 0) continue;
-        for (let d = 0; d < headDim; d++) out[outBase + d] = out[outBase + d]! + p * values[v + d]!;
-      }
-    }
+    // Token t sees positions [0, position(t)]; invalid ones (never computed here) get no weight.
+    const offset = t * qDim + groupOffset;
+    kernels.attend(layout.queryHeadsPerGroup, headDim, state.q, offset, keys, values, valid, batch.positionStart + t + 1, scale, state.attnOut, offset);
   }
 }
 

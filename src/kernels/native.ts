@@ -15,13 +15,14 @@ import type { Matrix, MatrixKernels } from "./matrix.js";
 import { GGML_TYPE_ID } from "./types.js";
 
 /** The surface version this file is written against (kAddonVersion in native/src/binding.cc). */
-export const NATIVE_ADDON_VERSION = 1;
+export const NATIVE_ADDON_VERSION = 2;
 
 /** Where the build puts the addon, relative to this file once compiled (dist/src/kernels/native.js). */
 const ADDON_PATH = fileURLToPath(new URL("../../../native/build/Release/halo_kernels.node", import.meta.url));
 
 /**
- * One kernel context: a persistent thread pool, a kernel set and a reused activation scratch.
+ * One kernel context: a persistent thread pool, a kernel set and a reused scratch (Q8_0
+ * activations, attention scores).
  * Arguments mirror MatrixKernels with the matrix unpacked to (data, typeId, nRows, nCols, rowBytes).
  * Lengths, offsets and strides count Float32Array elements.
  */
@@ -41,6 +42,11 @@ export interface NativeKernelContext {
     rowStart: number, rowEnd: number, colStart: number, colEnd: number,
   ): void;
   getRow(w: Uint8Array, typeId: number, nRows: number, nCols: number, rowBytes: number, row: number, out: Float32Array): void;
+  /** MatrixKernels.attend; the scores scratch is the context's own. */
+  attend(
+    nQueryHeads: number, headDim: number, q: Float32Array, qOffset: number, keys: Float32Array, values: Float32Array,
+    valid: Uint8Array, nPositions: number, scale: number, out: Float32Array, outOffset: number,
+  ): void;
   /** dst = Q8_0 blocks of x (x.length % 32 == 0), with the same code the quantized kernels use on activations. */
   quantizeRowQ8_0(x: Float32Array, dst: Uint8Array): void;
   /** Joins the worker threads now instead of at garbage collection. Idempotent; later calls throw. */
@@ -176,6 +182,13 @@ export function createNativeKernels(options: NativeKernelsOptions): NativeMatrix
         ctx.getRow(w.data, GGML_TYPE_ID[w.type], w.nRows, w.nCols, w.rowBytes, row, out);
       } catch (error) {
         throw toHaloError(error, `getRow on '${w.name}'`);
+      }
+    },
+    attend(nQueryHeads, headDim, q, qOffset, keys, values, valid, nPositions, scale, out, outOffset) {
+      try {
+        ctx.attend(nQueryHeads, headDim, q, qOffset, keys, values, valid, nPositions, scale, out, outOffset);
+      } catch (error) {
+        throw toHaloError(error, `attend over ${nPositions} positions of ${nQueryHeads} heads x ${headDim}`);
       }
     },
     quantizeRowQ8_0(x: Float32Array, dst: Uint8Array) {

@@ -3,33 +3,48 @@
  * and timed on (bench/ops.ts, perf mode), plus the per-op, per-type error budgets.
  *
  * To add an op: (1) add its name to `OpName` and a row to `MAX_NMSE` (the compiler then asks for a
- * budget for every type), and (2) add a branch to `runOp` and to `writtenIndices` below; add shapes
- * to `opCases` if the defaults do not exercise it. ops.test.ts and bench/ops.ts pick it up.
+ * budget for every type it runs on), and (2) add a branch to `makeOpData`, `runOp`,
+ * `writtenIndices`, `describeCase` and `weightBytes` below (each `switch` fails to compile until
+ * it has one), plus shapes to `opCases`. ops.test.ts and bench/ops.ts pick it up. An op that is
+ * not a product with a weight matrix (attend) gets its own case, shape and data types in the unions.
  * To add a type: add it to GgmlType and QUANT_TRAITS (src/kernels/types.ts); MAX_NMSE then fails
- * to compile until the type has a budget for every op.
+ * to compile until the type has a budget for every matrix op.
  */
 import type { Matrix, MatrixKernels } from "../../src/kernels/matrix.js";
 import { createMatrix } from "../../src/kernels/matrix.js";
 import { QUANT_TRAITS, rowBytes, type GgmlType } from "../../src/kernels/types.js";
 import { SeededRandom } from "../../src/base/index.js";
 
-export type OpName = "matvec" | "matmul" | "getRow";
+/** Ops that multiply by (or read) a weight matrix. */
+export type MatrixOpName = "matvec" | "matmul" | "getRow";
+export type OpName = MatrixOpName | "attend";
 
-export const OP_NAMES = ["matvec", "matmul", "getRow"] as const satisfies readonly OpName[];
+export const MATRIX_OP_NAMES = ["matvec", "matmul", "getRow"] as const satisfies readonly MatrixOpName[];
+export const OP_NAMES = [...MATRIX_OP_NAMES, "attend"] as const satisfies readonly OpName[];
 export const TYPES = ["F32", "F16", "Q8_0", "Q4_0"] as const satisfies readonly GgmlType[];
+/** attend reads a float32 KV cache: that is its one type. */
+export const ATTEND_TYPES = ["F32"] as const satisfies readonly GgmlType[];
+export type AttendType = (typeof ATTEND_TYPES)[number];
 
 /**
  * Largest normalized mean squared error, Σ(native − reference)² / Σ reference², per op and type,
  * where the reference is fed the activations the native kernel actually multiplies: x rounded
  * through the weight type's `dotType` (Q8_0 for quantized weights, as in ggml; unchanged for
  * float weights). What remains is f32 accumulation against the float64 reference, so the
- * budgets are tight: one wrong element in a row costs ~1e-3. getRow must be exact.
+ * budgets are tight: one wrong element in a row costs ~1e-3. getRow must be exact. attend is f32
+ * scores, exponentials and sums against float64 ones (measured worst ~1e-13 over the table,
+ * peaked softmaxes included); a position wrongly weighted or read costs far more than 1e-10.
  */
 export const MAX_NMSE = {
   matvec: { F32: 1e-10, F16: 1e-10, Q8_0: 1e-9, Q4_0: 1e-9 },
   matmul: { F32: 1e-10, F16: 1e-10, Q8_0: 1e-9, Q4_0: 1e-9 },
   getRow: { F32: 0, F16: 0, Q8_0: 0, Q4_0: 0 },
-} as const satisfies Record<OpName, Record<GgmlType, number>>;
+  attend: { F32: 1e-10 },
+} as const satisfies { readonly [O in MatrixOpName]: Record<GgmlType, number> } & { readonly attend: Record<AttendType, number> };
+
+export function maxNmse(c: OpCase): number {
+  return c.op === "attend" ? MAX_NMSE.attend[c.type] : MAX_NMSE[c.op][c.type];
+}
 
 /**
  * What rounding the activations to the dot type may cost, as NMSE against the reference fed
@@ -54,13 +69,40 @@ export interface OpShape {
   readonly nTokens: number;
 }
 
-export interface OpCase {
-  readonly op: OpName;
+export interface MatrixOpCase {
+  readonly op: MatrixOpName;
   readonly type: GgmlType;
   readonly shape: OpShape;
 }
 
+/** Which of the first nPositions cache positions are valid (valid[s] === 1). */
+export type Validity = "all" | "random" | "allButOne" | "none";
+export const VALIDITIES = ["all", "random", "allButOne", "none"] as const satisfies readonly Validity[];
+
+export interface AttendShape {
+  readonly nQueryHeads: number;
+  readonly headDim: number;
+  /** Positions attended over, ≤ contextLength (the slabs hold contextLength rows). */
+  readonly nPositions: number;
+  readonly contextLength: number;
+  readonly validity: Validity;
+  /** scale = scaleFactor / √headDim; 8 makes the softmax peaked (many weights underflow to 0). */
+  readonly scaleFactor: number;
+}
+
+export interface AttendOpCase {
+  readonly op: "attend";
+  readonly type: AttendType;
+  readonly shape: AttendShape;
+}
+
+export type OpCase = MatrixOpCase | AttendOpCase;
+
 export function describeCase(c: OpCase): string {
+  if (c.op === "attend") {
+    const a = c.shape;
+    return `attend ${c.type} ${a.nQueryHeads} heads x ${a.headDim}, ${a.nPositions} of ${a.contextLength} positions, ${a.validity} valid, scale x${a.scaleFactor}`;
+  }
   const s = c.shape;
   const tokens = c.op === "matmul" ? ` x${s.nTokens} tokens` : "";
   return `${c.op} ${c.type} ${s.nRows}x${s.nCols} rows [${s.rowStart},${s.rowEnd}) cols [${s.colStart},${s.colEnd})${tokens}`;
@@ -70,9 +112,17 @@ function fullShape(nRows: number, nCols: number, nTokens = 1): OpShape {
   return { nRows, nCols, rowStart: 0, rowEnd: nRows, colStart: 0, colEnd: nCols, nTokens };
 }
 
-/** The fixed table: odd row counts, ragged float widths, block-aligned sub-ranges, 1..9 tokens. */
+/**
+ * The fixed table: odd row counts, ragged float widths, block-aligned sub-ranges, 1..9 tokens;
+ * then attention over every head width (3 and 12 leave SIMD tails, 40 is not a multiple of 16),
+ * 1, 2 and 8 query heads, 1..600 positions and every validity pattern.
+ */
 export function opCases(): OpCase[] {
-  const cases: OpCase[] = [];
+  return [...matrixOpCases(), ...attendOpCases()];
+}
+
+function matrixOpCases(): MatrixOpCase[] {
+  const cases: MatrixOpCase[] = [];
   for (const type of TYPES) {
     const bs = QUANT_TRAITS[type].blockSize;
     // Float types get widths that leave every SIMD tail length; quantized ones odd block counts.
@@ -100,9 +150,33 @@ export function opCases(): OpCase[] {
   return cases;
 }
 
+export const ATTEND_HEAD_DIMS = [3, 8, 12, 40, 64, 128] as const;
+export const ATTEND_QUERY_HEADS = [1, 2, 8] as const;
+export const ATTEND_POSITIONS = [1, 2, 5, 17, 100, 333, 600] as const;
+
+function attendOpCases(): AttendOpCase[] {
+  const cases: AttendOpCase[] = [];
+  let i = 0;
+  for (const headDim of ATTEND_HEAD_DIMS) {
+    for (const nQueryHeads of ATTEND_QUERY_HEADS) {
+      for (const nPositions of ATTEND_POSITIONS) {
+        for (const validity of VALIDITIES) {
+          // The slabs run past nPositions by 0..6 rows; every third case has a peaked softmax.
+          const shape = { nQueryHeads, headDim, nPositions, contextLength: nPositions + (i % 7), validity, scaleFactor: i % 3 === 0 ? 8 : 1 };
+          cases.push({ op: "attend", type: "F32", shape });
+          i++;
+        }
+      }
+    }
+  }
+  // Long enough that the pool splits the heads over several workers.
+  cases.push({ op: "attend", type: "F32", shape: { nQueryHeads: 8, headDim: 128, nPositions: 2048, contextLength: 2048, validity: "random", scaleFactor: 1 } });
+  return cases;
+}
+
 /** Perf mode: matvec over the 2048x2048 (attention) and 5632x2048 (FFN) weights of a 1B model, per type. */
-export function perfCases(): OpCase[] {
-  const cases: OpCase[] = [];
+export function perfCases(): MatrixOpCase[] {
+  const cases: MatrixOpCase[] = [];
   for (const type of TYPES) {
     for (const [nRows, nCols] of [[2048, 2048], [5632, 2048]] as const) cases.push({ op: "matvec", type, shape: fullShape(nRows, nCols) });
   }
@@ -110,12 +184,22 @@ export function perfCases(): OpCase[] {
 }
 
 /** Perf mode for prefill: one matmul of nTokens against nTokens matvecs on the same weights. */
-export function prefillPerfCases(nTokens: number): OpCase[] {
+export function prefillPerfCases(nTokens: number): MatrixOpCase[] {
   return TYPES.map((type) => ({ op: "matmul", type, shape: fullShape(2048, 2048, nTokens) }));
 }
 
-/** Inputs for one case; x and y carry offsets, strides and gaps so that stray reads and writes show. */
-export interface OpData {
+/** Perf mode for attention: one token of a TinyLlama-shape KV group (8 query heads of 64) over a growing cache. */
+export function attendPerfCases(): AttendOpCase[] {
+  return [128, 512, 2048].map((nPositions) => ({
+    op: "attend",
+    type: "F32",
+    shape: { nQueryHeads: 8, headDim: 64, nPositions, contextLength: nPositions, validity: "all", scaleFactor: 1 },
+  }));
+}
+
+/** Inputs for one matrix case; x and y carry offsets, strides and gaps so that stray reads and writes show. */
+export interface MatrixOpData {
+  readonly kind: "matrix";
   readonly matrix: Matrix;
   /** (nTokens, xStride) from xOffset. */
   readonly x: Float32Array;
@@ -127,8 +211,64 @@ export interface OpData {
   readonly yLength: number;
 }
 
-/** Weights are Gaussian with a per-row scale and occasional outliers, encoded by the reference quantizer. */
+/**
+ * Inputs for one attend case. Keys and values of invalid positions, and of every position from
+ * nPositions on (which are marked valid), are NaN: reading any of them poisons the output.
+ */
+export interface AttendOpData {
+  readonly kind: "attend";
+  /** (nQueryHeads, headDim) from qOffset, with a few floats either side */
+  readonly q: Float32Array;
+  readonly qOffset: number;
+  /** (contextLength, headDim) */
+  readonly keys: Float32Array;
+  readonly values: Float32Array;
+  /** (contextLength) */
+  readonly valid: Uint8Array;
+  readonly scale: number;
+  /** Where the output starts in y. */
+  readonly yOffset: number;
+  /** Length the output array needs. */
+  readonly yLength: number;
+}
+
+export type OpData = MatrixOpData | AttendOpData;
+
+export function makeOpData(c: MatrixOpCase, seed: number): MatrixOpData;
+export function makeOpData(c: AttendOpCase, seed: number): AttendOpData;
+export function makeOpData(c: OpCase, seed: number): OpData;
 export function makeOpData(c: OpCase, seed: number): OpData {
+  return c.op === "attend" ? makeAttendData(c, seed) : makeMatrixData(c, seed);
+}
+
+function makeAttendData(c: AttendOpCase, seed: number): AttendOpData {
+  const random = new SeededRandom(seed);
+  const { nQueryHeads, headDim, nPositions, contextLength, validity, scaleFactor } = c.shape;
+  const valid = new Uint8Array(contextLength).fill(1);
+  const only = random.nextInt(nPositions);
+  for (let s = 0; s < nPositions; s++) {
+    const isValid = validity === "all" || (validity === "random" && random.nextFloat() < 0.7) || (validity === "allButOne" && s === only);
+    // Any byte but 1 is invalid: mostly 0, sometimes other values.
+    valid[s] = isValid ? 1 : [0, 0, 0, 2, 255][random.nextInt(5)]!;
+  }
+  const keys = new Float32Array(contextLength * headDim);
+  const values = new Float32Array(contextLength * headDim);
+  for (let s = 0; s < contextLength; s++) {
+    const readable = s < nPositions && valid[s] === 1;
+    for (let d = 0; d < headDim; d++) {
+      keys[s * headDim + d] = readable ? random.nextGaussian() : NaN;
+      values[s * headDim + d] = readable ? random.nextGaussian() : NaN;
+    }
+  }
+  const qOffset = random.nextInt(5);
+  const q = new Float32Array(qOffset + nQueryHeads * headDim + 3);
+  for (let i = 0; i < q.length; i++) q[i] = random.nextGaussian();
+  const yOffset = random.nextInt(5);
+  return { kind: "attend", q, qOffset, keys, values, valid, scale: scaleFactor / Math.sqrt(headDim), yOffset, yLength: yOffset + nQueryHeads * headDim + 2 };
+}
+
+/** Weights are Gaussian with a per-row scale and occasional outliers, encoded by the reference quantizer. */
+function makeMatrixData(c: MatrixOpCase, seed: number): MatrixOpData {
   const random = new SeededRandom(seed);
   const { nRows, nCols, rowStart, rowEnd, colStart, colEnd, nTokens } = c.shape;
   const bytesPerRow = rowBytes(c.type, nCols);
@@ -149,65 +289,88 @@ export function makeOpData(c: OpCase, seed: number): OpData {
   const yOffset = c.op === "getRow" ? 0 : random.nextInt(5);
   const yStride = nOut + random.nextInt(4);
   const yLength = c.op === "getRow" ? nCols + 2 : yOffset + nTokens * yStride + 2;
-  return { matrix, x, xOffset, xStride, yOffset, yStride, yLength };
+  return { kind: "matrix", matrix, x, xOffset, xStride, yOffset, yStride, yLength };
+}
+
+function asMatrix(c: OpCase, d: OpData): MatrixOpData {
+  if (d.kind !== "matrix") throw new Error(`${describeCase(c)}: got attend data`);
+  return d;
+}
+
+function asAttend(c: OpCase, d: OpData): AttendOpData {
+  if (d.kind !== "attend") throw new Error(`${describeCase(c)}: got matrix data`);
+  return d;
 }
 
 /**
- * A copy of d.x where each token's input segment is rounded through the dot type of c's
- * weights (quantized then dequantized, block by block from the segment start), i.e. the
- * activations the native kernel multiplies. Float weights use x unchanged.
+ * The inputs the native kernel actually multiplies: for quantized weights, d with each token's
+ * input segment of x rounded through the dot type (quantized then dequantized, block by block
+ * from the segment start); anything else unchanged.
  */
-export function roundActivations(c: OpCase, d: OpData): Float32Array {
+export function roundActivations(c: OpCase, d: OpData): OpData {
+  if (c.op === "attend" || c.op === "getRow") return d;
+  const m = asMatrix(c, d);
   const dotTraits = QUANT_TRAITS[QUANT_TRAITS[c.type].dotType];
-  const x = d.x.slice();
-  if (!dotTraits.isQuantized || c.op === "getRow") return x;
+  if (!dotTraits.isQuantized) return m;
+  const x = m.x.slice();
   const nIn = c.shape.colEnd - c.shape.colStart;
   const encoded = new Uint8Array((nIn / dotTraits.blockSize) * dotTraits.blockBytes);
   const decoded = new Float32Array(nIn);
   for (let t = 0; t < c.shape.nTokens; t++) {
-    const start = d.xOffset + t * d.xStride;
-    dotTraits.quantizeRowRef(d.x.subarray(start, start + nIn), encoded, 0);
+    const start = m.xOffset + t * m.xStride;
+    dotTraits.quantizeRowRef(m.x.subarray(start, start + nIn), encoded, 0);
     dotTraits.dequantizeRowRef(encoded, 0, decoded, nIn);
     x.set(decoded, start);
   }
-  return x;
+  return { ...m, x };
 }
 
 export function runOp(kernels: MatrixKernels, c: OpCase, d: OpData, y: Float32Array): void {
-  const s = c.shape;
   switch (c.op) {
-    case "matvec":
-      kernels.matvec(d.matrix, d.x, d.xOffset, y, d.yOffset, s.rowStart, s.rowEnd, s.colStart, s.colEnd);
+    case "matvec": {
+      const [s, m] = [c.shape, asMatrix(c, d)];
+      kernels.matvec(m.matrix, m.x, m.xOffset, y, m.yOffset, s.rowStart, s.rowEnd, s.colStart, s.colEnd);
       return;
-    case "matmul":
-      kernels.matmul(d.matrix, s.nTokens, d.x, d.xOffset, d.xStride, y, d.yOffset, d.yStride, s.rowStart, s.rowEnd, s.colStart, s.colEnd);
+    }
+    case "matmul": {
+      const [s, m] = [c.shape, asMatrix(c, d)];
+      kernels.matmul(m.matrix, s.nTokens, m.x, m.xOffset, m.xStride, y, m.yOffset, m.yStride, s.rowStart, s.rowEnd, s.colStart, s.colEnd);
       return;
+    }
     case "getRow":
-      kernels.getRow(d.matrix, s.rowStart, y);
+      kernels.getRow(asMatrix(c, d).matrix, c.shape.rowStart, y);
       return;
+    case "attend": {
+      const [s, a] = [c.shape, asAttend(c, d)];
+      kernels.attend(s.nQueryHeads, s.headDim, a.q, a.qOffset, a.keys, a.values, a.valid, s.nPositions, a.scale, y, a.yOffset);
+      return;
+    }
     default:
-      c.op satisfies never;
+      c satisfies never;
   }
 }
 
 /** The indices of y an op writes; every other element must keep its initial value. */
 export function writtenIndices(c: OpCase, d: OpData): number[] {
-  const s = c.shape;
   const indices: number[] = [];
   switch (c.op) {
     case "matvec":
     case "matmul": {
+      const [s, m] = [c.shape, asMatrix(c, d)];
       const nTokens = c.op === "matvec" ? 1 : s.nTokens;
       for (let t = 0; t < nTokens; t++) {
-        for (let r = 0; r < s.rowEnd - s.rowStart; r++) indices.push(d.yOffset + t * d.yStride + r);
+        for (let r = 0; r < s.rowEnd - s.rowStart; r++) indices.push(m.yOffset + t * m.yStride + r);
       }
       return indices;
     }
     case "getRow":
-      for (let i = 0; i < s.nCols; i++) indices.push(i);
+      for (let i = 0; i < c.shape.nCols; i++) indices.push(i);
+      return indices;
+    case "attend":
+      for (let i = 0; i < c.shape.nQueryHeads * c.shape.headDim; i++) indices.push(d.yOffset + i);
       return indices;
     default:
-      return c.op satisfies never;
+      return c satisfies never;
   }
 }
 
@@ -225,8 +388,9 @@ export function nmse(actual: Float32Array, expected: Float32Array, indices: read
   return err / norm;
 }
 
-/** Weight bytes a case reads per call (the bandwidth the bench reports). */
+/** Weight bytes a case reads per call (the bandwidth the bench reports); for attend, the keys and values. */
 export function weightBytes(c: OpCase): number {
+  if (c.op === "attend") return 2 * c.shape.nPositions * c.shape.headDim * 4;
   const s = c.shape;
   return (s.rowEnd - s.rowStart) * rowBytes(c.type, s.colEnd - s.colStart);
 }

@@ -2,7 +2,7 @@
  * Native kernels against the TS reference (the oracle), for every kernel set this CPU runs
  * (e.g. "avx2" and "generic") and thread counts 1, 2 and 3. The cases and error budgets live in
  * cases.ts; this file only drives them. Also: the activation quantizer byte-for-byte, argument
- * validation (errors, never crashes), and mmapFile.
+ * validation (errors, never crashes) for the matrix ops and attend, and mmapFile.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -22,18 +22,23 @@ import {
 import { createReferenceKernels } from "../../src/kernels/reference/kernels.js";
 import { GGML_TYPE_ID, QUANT_TRAITS, rowBytes } from "../../src/kernels/types.js";
 import {
+  ATTEND_TYPES,
+  MATRIX_OP_NAMES,
   MAX_ACTIVATION_ROUNDING_NMSE,
-  MAX_NMSE,
-  OP_NAMES,
   THREAD_COUNTS,
   TYPES,
+  VALIDITIES,
   describeCase,
   makeOpData,
+  maxNmse,
   nmse,
   opCases,
   roundActivations,
   runOp,
   writtenIndices,
+  type AttendOpCase,
+  type MatrixOpCase,
+  type MatrixOpData,
   type OpCase,
   type OpData,
 } from "./cases.js";
@@ -62,7 +67,7 @@ function expectedFor(c: OpCase, seed: number): Expected {
   if (e === undefined) {
     const data = makeOpData(c, seed);
     const y = new Float32Array(data.yLength).fill(SENTINEL);
-    runOp(reference, c, { ...data, x: roundActivations(c, data) }, y);
+    runOp(reference, c, roundActivations(c, data), y);
     const yUnrounded = new Float32Array(data.yLength).fill(SENTINEL);
     runOp(reference, c, data, yUnrounded);
     e = { data, y, yUnrounded };
@@ -82,7 +87,7 @@ function checkCase(c: OpCase, e: Expected, kernels: readonly NativeMatrixKernels
     runOp(k, c, e.data, y);
     const where = `${describeCase(c)} on ${k.name} x${k.nThreads}`;
     const err = nmse(y, e.y, indices);
-    if (!(err <= MAX_NMSE[c.op][c.type])) problems.push(`${where}: nmse ${err} > ${MAX_NMSE[c.op][c.type]}`);
+    if (!(err <= maxNmse(c))) problems.push(`${where}: nmse ${err} > ${maxNmse(c)}`);
     for (let i = 0; i < y.length; i++) {
       if (!written.has(i) && y[i] !== SENTINEL) {
         problems.push(`${where}: wrote y[${i}] outside its range`);
@@ -93,6 +98,15 @@ function checkCase(c: OpCase, e: Expected, kernels: readonly NativeMatrixKernels
     first ??= y;
   }
   return problems;
+}
+
+function isMatrixCase(c: OpCase): c is MatrixOpCase {
+  return c.op !== "attend";
+}
+
+function matrixData(d: OpData): MatrixOpData {
+  if (d.kind !== "matrix") throw new Error("expected matrix case data");
+  return d;
 }
 
 function sameBits(a: Float32Array, b: Float32Array): boolean {
@@ -117,7 +131,7 @@ test("the addon's block layouts match QUANT_TRAITS", (t: TestContext) => {
 test("the case data is not degenerate", (t: TestContext) => {
   t.plan(3);
   const { data, y } = expectedFor({ op: "matvec", type: "F32", shape: { nRows: 173, nCols: 1024, rowStart: 0, rowEnd: 173, colStart: 0, colEnd: 1024, nTokens: 1 } }, 1);
-  const xs = Array.from(data.x);
+  const xs = Array.from(matrixData(data).x);
   const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
   const variance = xs.reduce((a, b) => a + (b - mean) ** 2, 0) / xs.length;
   t.assert.ok(Math.abs(mean) < 0.1, `x mean ${mean}`);
@@ -143,6 +157,25 @@ test("rounding activations to the dot type costs at most MAX_ACTIVATION_ROUNDING
   }
 });
 
+test("the reference attend gives a lone valid position all the weight and no valid position 0", (t: TestContext) => {
+  const lone = CASES.filter((c): c is AttendOpCase => c.op === "attend" && c.shape.validity === "allButOne");
+  const none = CASES.filter((c): c is AttendOpCase => c.op === "attend" && c.shape.validity === "none");
+  t.plan(2);
+  const problems: string[] = [];
+  for (const c of lone) {
+    const { data, y } = expectedFor(c, seedOf(c));
+    if (data.kind !== "attend") throw new Error("expected attend data");
+    const { headDim, nQueryHeads, nPositions } = c.shape;
+    const s = data.valid.subarray(0, nPositions).indexOf(1);
+    for (let h = 0; h < nQueryHeads; h++) {
+      const row = data.values.subarray(s * headDim, (s + 1) * headDim);
+      if (!sameBits(y.subarray(data.yOffset + h * headDim, data.yOffset + (h + 1) * headDim), row)) problems.push(`${describeCase(c)}: head ${h} is not value row ${s}`);
+    }
+  }
+  t.assert.deepStrictEqual(problems, []);
+  t.assert.ok(none.every((c) => writtenIndices(c, expectedFor(c, seedOf(c)).data).every((i) => Object.is(expectedFor(c, seedOf(c)).y[i], 0))));
+});
+
 for (const simd of variants) {
   describe(`native kernels (${simd})`, () => {
     const kernels = THREAD_COUNTS.map((nThreads) => createNativeKernels({ nThreads, simd }));
@@ -160,7 +193,7 @@ for (const simd of variants) {
       t.plan(1);
       const arbitraryCase = fc
         .tuple(
-          fc.constantFrom(...OP_NAMES),
+          fc.constantFrom(...MATRIX_OP_NAMES),
           fc.constantFrom(...TYPES),
           fc.integer({ min: 1, max: 200 }),
           fc.integer({ min: 1, max: 700 }),
@@ -185,10 +218,10 @@ for (const simd of variants) {
     });
 
     test("matmul gives the same bits as one matvec per token", (t: TestContext) => {
-      const cases = CASES.filter((c) => c.op === "matmul");
+      const cases = CASES.filter(isMatrixCase).filter((c) => c.op === "matmul");
       t.plan(cases.length);
       for (const c of cases) {
-        const { data } = expectedFor(c, seedOf(c));
+        const data = matrixData(expectedFor(c, seedOf(c)).data);
         const s = c.shape;
         const k = kernels[1]!;
         const together = new Float32Array(data.yLength).fill(SENTINEL);
@@ -202,10 +235,10 @@ for (const simd of variants) {
     });
 
     test("weights at an odd byte offset give the same bits as aligned ones", (t: TestContext) => {
-      const cases = CASES.filter((c) => c.op !== "getRow" && c.shape.nRows === 173 && c.shape.nTokens <= 4);
+      const cases = CASES.filter(isMatrixCase).filter((c) => c.op !== "getRow" && c.shape.nRows === 173 && c.shape.nTokens <= 4);
       t.plan(cases.length);
       for (const c of cases) {
-        const { data } = expectedFor(c, seedOf(c));
+        const data = matrixData(expectedFor(c, seedOf(c)).data);
         const shifted = new Uint8Array(data.matrix.data.length + 3).subarray(3);
         shifted.set(data.matrix.data);
         const unaligned = { ...data, matrix: { ...data.matrix, data: shifted } };
@@ -214,6 +247,47 @@ for (const simd of variants) {
         runOp(kernels[1]!, c, data, a);
         runOp(kernels[1]!, c, unaligned, b);
         t.assert.ok(sameBits(a, b), describeCase(c));
+      }
+    });
+
+    test("random attention shapes match the reference (fast-check, fixed seed)", (t: TestContext) => {
+      t.plan(1);
+      const arbitraryCase = fc
+        .record({
+          nQueryHeads: fc.integer({ min: 1, max: 8 }),
+          headDim: fc.integer({ min: 1, max: 160 }),
+          nPositions: fc.integer({ min: 1, max: 600 }),
+          extra: fc.integer({ min: 0, max: 5 }),
+          validity: fc.constantFrom(...VALIDITIES),
+          scaleFactor: fc.constantFrom(1, 8),
+          seed: fc.nat(),
+        })
+        .map(({ extra, seed, ...rest }) => {
+          const c: AttendOpCase = { op: "attend", type: ATTEND_TYPES[0], shape: { ...rest, contextLength: rest.nPositions + extra } };
+          return { c, seed };
+        });
+      const property = fc.property(arbitraryCase, ({ c, seed }) => {
+        const problems = checkCase(c, expectedFor(c, seed), kernels);
+        if (problems.length > 0) throw new Error(problems.join("\n"));
+      });
+      t.assert.doesNotThrow(() => fc.assert(property, { seed: 0xa77e, numRuns: 60 }));
+    });
+
+    test("attend gives each query head the same bits as a call for that head alone", (t: TestContext) => {
+      const cases = CASES.filter((c): c is AttendOpCase => c.op === "attend" && c.shape.nQueryHeads === 8 && c.shape.nPositions >= 100);
+      t.plan(cases.length);
+      for (const c of cases) {
+        const data = expectedFor(c, seedOf(c)).data;
+        if (data.kind !== "attend") throw new Error("expected attend data");
+        const { nQueryHeads, headDim, nPositions } = c.shape;
+        const together = new Float32Array(data.yLength);
+        const apart = new Float32Array(data.yLength);
+        kernels[2]!.attend(nQueryHeads, headDim, data.q, data.qOffset, data.keys, data.values, data.valid, nPositions, data.scale, together, data.yOffset);
+        for (let h = 0; h < nQueryHeads; h++) {
+          const offset = h * headDim;
+          kernels[0]!.attend(1, headDim, data.q, data.qOffset + offset, data.keys, data.values, data.valid, nPositions, data.scale, apart, data.yOffset + offset);
+        }
+        t.assert.ok(sameBits(together, apart), describeCase(c));
       }
     });
 
@@ -335,6 +409,65 @@ describe("argument validation", () => {
     ctx.close();
     t.assert.throws(mv({}), (e: unknown) => e instanceof Error && (e as Error & { code?: unknown }).code === "HALO_ERR_USAGE", "call after close");
     t.assert.strictEqual(ctx.nThreads, 0);
+  });
+
+  test("attend rejects bad arguments with HALO_ERR_USAGE, natively and in the reference, and never crashes", (t: TestContext) => {
+    if (addon === undefined) return t.assert.fail("native addon not loaded");
+    const ctx: NativeKernelContext = new addon.KernelContext(2, "");
+    const ref = createReferenceKernels();
+    const nativeKernels = createNativeKernels({ nThreads: 2 });
+    // A valid call: 2 heads of 8 over 10 of 12 positions.
+    const base = {
+      nQueryHeads: 2, headDim: 8, q: new Float32Array(16), qOffset: 0, keys: new Float32Array(12 * 8), values: new Float32Array(12 * 8),
+      valid: new Uint8Array(12).fill(1), nPositions: 10, scale: 0.35, out: new Float32Array(16), outOffset: 0,
+    };
+    type AttendArgs = typeof base;
+    const call = (f: (...args: unknown[]) => void, over: Partial<Record<keyof AttendArgs, unknown>>) => () => {
+      const a = { ...base, ...over };
+      f(a.nQueryHeads, a.headDim, a.q, a.qOffset, a.keys, a.values, a.valid, a.nPositions, a.scale, a.out, a.outOffset);
+    };
+    const shared = new Float32Array(64);
+    const bad: [string, Partial<Record<keyof AttendArgs, unknown>>][] = [
+      ["nPositions past contextLength", { nPositions: 13 }],
+      ["negative nPositions", { nPositions: -1 }],
+      ["fractional nPositions", { nPositions: 2.5 }],
+      ["keys shorter than contextLength x headDim", { keys: new Float32Array(12 * 8 - 1) }],
+      ["values shorter than contextLength x headDim", { values: new Float32Array(11 * 8) }],
+      ["headDim not matching the slabs", { headDim: 16, q: new Float32Array(32), out: new Float32Array(32) }],
+      ["headDim 0", { headDim: 0 }],
+      ["negative nQueryHeads", { nQueryHeads: -1 }],
+      ["q too short for the heads", { q: new Float32Array(15) }],
+      ["qOffset past the end", { qOffset: 1 }],
+      ["out too short for the heads", { out: new Float32Array(15) }],
+      ["negative outOffset", { outOffset: -1 }],
+      ["NaN scale", { scale: NaN }],
+      ["scale beyond float range", { scale: 1e39 }],
+      ["out overlapping q", { q: shared.subarray(0, 16), out: shared.subarray(8, 24) }],
+      ["out overlapping the keys", { keys: shared.subarray(0, 12 * 4), values: new Float32Array(12 * 4), headDim: 4, q: new Float32Array(8), out: shared.subarray(40, 48) }],
+    ];
+    const nativeOnly: [string, Partial<Record<keyof AttendArgs, unknown>>][] = [
+      ["keys not a Float32Array", { keys: new Float64Array(12 * 8) }],
+      ["valid not a Uint8Array", { valid: new Int8Array(12) }],
+      ["scale not a number", { scale: "0.35" }],
+    ];
+    const isUsage = (e: unknown) => e instanceof Error && (e as Error & { code?: unknown }).code === "HALO_ERR_USAGE";
+    t.plan(2 * bad.length + nativeOnly.length + 4);
+    for (const [what, over] of bad) {
+      t.assert.throws(call(ctx.attend.bind(ctx) as (...args: unknown[]) => void, over), isUsage, `addon: ${what}`);
+      t.assert.throws(call(ref.attend as (...args: unknown[]) => void, over), (e: unknown) => e instanceof HaloError && e.code === "HALO_ERR_USAGE", `reference: ${what}`);
+    }
+    for (const [what, over] of nativeOnly) t.assert.throws(call(ctx.attend.bind(ctx) as (...args: unknown[]) => void, over), isUsage, `addon: ${what}`);
+    t.assert.throws(
+      call(nativeKernels.attend as (...args: unknown[]) => void, { nPositions: 13 }),
+      (e: unknown) => e instanceof HaloError && e.code === "HALO_ERR_USAGE" && e.message.includes("nPositions 13"),
+      "createNativeKernels wraps the addon error",
+    );
+    t.assert.throws(() => (ctx.attend as (...args: unknown[]) => void).call(ctx, 2, 8), isUsage, "too few arguments");
+    call(ctx.attend.bind(ctx) as (...args: unknown[]) => void, {})(); // the unmodified call is valid
+    t.assert.ok(base.out.every((v) => v === 0), "zero values attend to zero");
+    ctx.close();
+    t.assert.throws(call(ctx.attend.bind(ctx) as (...args: unknown[]) => void, {}), isUsage, "call after close");
+    nativeKernels.close();
   });
 
   test("createNativeKernels turns addon errors into HaloErrors that name the matrix", (t: TestContext) => {

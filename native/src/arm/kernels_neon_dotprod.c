@@ -33,4 +33,7 @@ const halo_kernel_set halo_kernels_neon_dotprod = {
     .to_f32_f16 = halo_to_f32_f16_neon,
     .to_f32_q8_0 = halo_to_f32_q8_0_generic,
     .to_f32_q4_0 = halo_to_f32_q4_0_generic,
+    .dot_rows_f32 = halo_dot_rows_f32_neon,
+    .exp_sum_f32 = halo_exp_sum_f32_neon,
+    .weighted_sum_f32 = halo_weighted_sum_f32_neon,
 };

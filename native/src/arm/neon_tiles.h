@@ -82,5 +82,10 @@ void halo_quantize_row_q8_0_neon(const float *x, uint8_t *dst, int64_t n);
 void halo_dot_f32_neon(int64_t n, const uint8_t *w, const void *x, int64_t x_stride_bytes, int n_tokens, float *out);
 void halo_dot_f16_neon(int64_t n, const uint8_t *w, const void *x, int64_t x_stride_bytes, int n_tokens, float *out);
 void halo_to_f32_f16_neon(const uint8_t *src, float *out, int64_t n);
+void halo_dot_rows_f32_neon(int64_t n, const float *q, const float *rows, int64_t row_stride, int64_t n_rows,
+                            float *out);
+double halo_exp_sum_f32_neon(int64_t n, float *x, float shift);
+void halo_weighted_sum_f32_neon(int64_t n, const float *p, int64_t n_rows, const float *v, int64_t v_stride,
+                                float *out);
 
 #endif /* HALO_ARM_NEON_TILES_H */

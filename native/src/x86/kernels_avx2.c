@@ -1,6 +1,8 @@
 /*
  * x86-64 fast paths: AVX2 integer dot products for Q8_0/Q4_0 weights against Q8_0
- * activations, F16C conversion for F16 weights, FMA for the float accumulations.
+ * activations, F16C conversion for F16 weights, FMA for the float accumulations (float dots,
+ * attention scores and the attention-weighted sum of value rows), and an 8-lane exp for the
+ * softmax.
  * Compiled with -mavx2 -mfma -mf16c; only called after cpu_features.c has checked the CPU.
  *
  * Every tile kernel keeps two accumulators per token (even and odd blocks or 8-lane groups)
@@ -190,6 +192,139 @@ HALO_AVX2_DISPATCH(dot_q4_0_avx2, dot_q4_0_tile)
 HALO_AVX2_DISPATCH(dot_f32_avx2, dot_f32_tile)
 HALO_AVX2_DISPATCH(dot_f16_avx2, dot_f16_tile)
 
+/* ---- attention: scores against key rows, weighted sum of value rows ----------------------- */
+
+/*
+ * q · k for NR (1 or 4) rows at once: two accumulators per row over 16-element steps, one more
+ * 8-element step, then the scalar tail; the same operations per row whatever NR is.
+ */
+HALO_AVX2_INLINE void dot_rows_block(const int nr, int64_t n, const float *q, const float *k, int64_t row_stride,
+                                     float *out) {
+  __m256 acc0[4], acc1[4];
+  for (int r = 0; r < nr; r++) acc0[r] = acc1[r] = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 q0 = _mm256_loadu_ps(q + i), q1 = _mm256_loadu_ps(q + i + 8);
+    for (int r = 0; r < nr; r++) {
+      acc0[r] = _mm256_fmadd_ps(q0, _mm256_loadu_ps(k + r * row_stride + i), acc0[r]);
+      acc1[r] = _mm256_fmadd_ps(q1, _mm256_loadu_ps(k + r * row_stride + i + 8), acc1[r]);
+    }
+  }
+  if (i + 8 <= n) {
+    const __m256 q0 = _mm256_loadu_ps(q + i);
+    for (int r = 0; r < nr; r++) acc0[r] = _mm256_fmadd_ps(q0, _mm256_loadu_ps(k + r * row_stride + i), acc0[r]);
+    i += 8;
+  }
+  for (int r = 0; r < nr; r++) {
+    float sum = hsum_ps(_mm256_add_ps(acc0[r], acc1[r]));
+    for (int64_t j = i; j < n; j++) sum = fmaf(q[j], k[r * row_stride + j], sum);
+    out[r] = sum;
+  }
+}
+
+static void dot_rows_f32_avx2(int64_t n, const float *q, const float *rows, int64_t row_stride, int64_t n_rows,
+                              float *out) {
+  int64_t r = 0;
+  for (; r + 4 <= n_rows; r += 4) dot_rows_block(4, n, q, rows + r * row_stride, row_stride, out + r);
+  for (; r < n_rows; r++) dot_rows_block(1, n, q, rows + r * row_stride, row_stride, out + r);
+}
+
+/*
+ * exp on 8 lanes, Cephes-style: exp(x) = 2^k · exp(r) with k = round(x·log2 e) and
+ * r = x − k·ln 2 (ln 2 split in two so r is exact), exp(r) by a degree-7 polynomial; within ~2
+ * ulp of expf. Below −87.3 (where exp underflows to 2^−126) the result is 0, so −∞ gives
+ * exactly 0; NaN propagates.
+ */
+HALO_AVX2_INLINE __m256 exp_ps(__m256 x) {
+  const __m256 underflow = _mm256_cmp_ps(x, _mm256_set1_ps(-87.33654f), _CMP_LT_OQ);
+  x = _mm256_min_ps(_mm256_set1_ps(88.0f), x); /* (min/max return their second operand for NaN) */
+  x = _mm256_max_ps(_mm256_set1_ps(-87.33654f), x);
+  const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i scale = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+  return _mm256_andnot_ps(underflow, _mm256_mul_ps(p, _mm256_castsi256_ps(scale)));
+}
+
+/* exp of 8 lanes in place, adding them to two double accumulators. */
+HALO_AVX2_INLINE void exp_sum_8(float *x, __m256 shift, __m256d *sum_lo, __m256d *sum_hi) {
+  const __m256 e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x), shift));
+  _mm256_storeu_ps(x, e);
+  *sum_lo = _mm256_add_pd(*sum_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+  *sum_hi = _mm256_add_pd(*sum_hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+}
+
+static double exp_sum_f32_avx2(int64_t n, float *x, float shift) {
+  const __m256 vshift = _mm256_set1_ps(shift);
+  __m256d sum_lo = _mm256_setzero_pd(), sum_hi = _mm256_setzero_pd();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) exp_sum_8(x + i, vshift, &sum_lo, &sum_hi);
+  if (i < n) {
+    /* The tail through the same code, padded with −∞ (exp 0). */
+    float tail[8];
+    for (int j = 0; j < 8; j++) tail[j] = i + j < n ? x[i + j] : -INFINITY;
+    exp_sum_8(tail, vshift, &sum_lo, &sum_hi);
+    for (int64_t j = i; j < n; j++) x[j] = tail[j - i];
+  }
+  const __m256d s = _mm256_add_pd(sum_lo, sum_hi);
+  const __m128d h = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+}
+
+/*
+ * out[0..8·nv) over all rows, nv (1..8) constant per instantiation so the accumulators stay in
+ * registers: at most 8 of the 16 ymm registers, leaving room for the weight and the loads.
+ */
+HALO_AVX2_INLINE void weighted_sum_chunk(const int nv, const float *p, int64_t n_rows, const float *v, int64_t v_stride,
+                                         float *out) {
+  __m256 acc[8];
+  for (int j = 0; j < nv; j++) acc[j] = _mm256_setzero_ps();
+  for (int64_t s = 0; s < n_rows; s++) {
+    if (p[s] == 0.0f) continue;
+    const __m256 ps = _mm256_set1_ps(p[s]);
+    const float *vs = v + s * v_stride;
+    for (int j = 0; j < nv; j++) acc[j] = _mm256_fmadd_ps(ps, _mm256_loadu_ps(vs + 8 * j), acc[j]);
+  }
+  for (int j = 0; j < nv; j++) _mm256_storeu_ps(out + 8 * j, acc[j]);
+}
+
+/* Chunks of up to 64 columns, one pass over the rows each; the last n % 8 columns in scalar FMA. */
+static void weighted_sum_f32_avx2(int64_t n, const float *p, int64_t n_rows, const float *v, int64_t v_stride,
+                                  float *out) {
+  int64_t i = 0;
+  for (; i + 8 <= n;) {
+    const int64_t left = (n - i) / 8;
+    const int nv = left < 8 ? (int)left : 8;
+    switch (nv) {
+      case 8: weighted_sum_chunk(8, p, n_rows, v + i, v_stride, out + i); break;
+      case 7: weighted_sum_chunk(7, p, n_rows, v + i, v_stride, out + i); break;
+      case 6: weighted_sum_chunk(6, p, n_rows, v + i, v_stride, out + i); break;
+      case 5: weighted_sum_chunk(5, p, n_rows, v + i, v_stride, out + i); break;
+      case 4: weighted_sum_chunk(4, p, n_rows, v + i, v_stride, out + i); break;
+      case 3: weighted_sum_chunk(3, p, n_rows, v + i, v_stride, out + i); break;
+      case 2: weighted_sum_chunk(2, p, n_rows, v + i, v_stride, out + i); break;
+      default: weighted_sum_chunk(1, p, n_rows, v + i, v_stride, out + i); break;
+    }
+    i += 8 * (int64_t)nv;
+  }
+  if (i == n) return;
+  float tail[8] = {0};
+  for (int64_t s = 0; s < n_rows; s++) {
+    if (p[s] == 0.0f) continue;
+    const float *vs = v + s * v_stride;
+    for (int64_t j = i; j < n; j++) tail[j - i] = fmaf(p[s], vs[j], tail[j - i]);
+  }
+  for (int64_t j = i; j < n; j++) out[j] = tail[j - i];
+}
+
 static void to_f32_f16_avx2(const uint8_t *src, float *out, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, load8_f16(src, i));
@@ -207,4 +342,7 @@ const halo_kernel_set halo_kernels_avx2 = {
     .to_f32_f16 = to_f32_f16_avx2,
     .to_f32_q8_0 = halo_to_f32_q8_0_generic,
     .to_f32_q4_0 = halo_to_f32_q4_0_generic,
+    .dot_rows_f32 = dot_rows_f32_avx2,
+    .exp_sum_f32 = exp_sum_f32_avx2,
+    .weighted_sum_f32 = weighted_sum_f32_avx2,
 };

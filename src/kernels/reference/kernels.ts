@@ -1,10 +1,12 @@
 /**
  * The pure-TS kernels: the oracle that native kernels are tested against, and the fallback
  * when the addon is unavailable (or HALO_KERNELS=ts). Each row is dequantized and dotted in
- * float64, so these are more accurate than the fast paths, not bit-identical to them.
+ * float64, so these are more accurate than the fast paths, not bit-identical to them; so is
+ * attention (attention.ts).
  */
 import { checkMatvecBounds, type Matrix, type MatrixKernels } from "../matrix.js";
 import { QUANT_TRAITS } from "../types.js";
+import { createReferenceAttend } from "./attention.js";
 
 export function createReferenceKernels(): MatrixKernels {
   let scratch = new Float32Array(0);
@@ -50,5 +52,6 @@ export function createReferenceKernels(): MatrixKernels {
       checkMatvecBounds(w, rowIndex, rowIndex + 1, 0, w.nCols);
       QUANT_TRAITS[w.type].dequantizeRowRef(w.data, rowIndex * w.rowBytes, out, w.nCols);
     },
+    attend: createReferenceAttend(),
   };
 }
