@@ -40,12 +40,10 @@ struct halo_ctx {
  *   262 K         0.9-1.7x           0.7-1.1x
  *   524 K-1 M     1.2-2.0x           0.9-1.6x
  * So 2 workers from 2^18, where they win when polling and about break even when woken.
- * stories260K (64x64 weights) is unaffected either way: its decode matvecs (4 K) and attention
+ * stories260K (64x64 weights) does not care about the exact value: its decode matvecs (4 K) and attention
  * (≤ 16 K) stay on one thread, its 256-token matmuls (≥ 1 M) split.
  */
-#ifndef HALO_MIN_WORK_PER_WORKER
 #define HALO_MIN_WORK_PER_WORKER ((int64_t)1 << 17)
-#endif
 
 /* Workers (1 .. pool size, at most max_parts) for `work` multiply-adds split into max_parts independent parts. */
 int halo_ctx_workers(const halo_ctx *ctx, int64_t work, int64_t max_parts);

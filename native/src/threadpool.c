@@ -17,9 +17,11 @@
  * The mutex and condition variables are touched only when a thread actually sleeps: a sleeper
  * announces itself (n_sleeping_workers, caller_sleeping) under the mutex and then re-checks its
  * predicate; the other side changes the predicate and then checks for sleepers, broadcasting
- * under the mutex if there is one. Both sides use sequentially consistent operations, so at
- * least one of them sees the other's write: either the sleeper sees the new state and does
- * not sleep, or the waker sees the sleeper and wakes it. No wake-up is lost, and back-to-back
+ * under the mutex if there is one. Each side puts a full fence between its write and its read
+ * (sequentially consistent operations alone imply it, but emulators such as qemu-user have been
+ * seen to reorder a store-release before a load-acquire and lose the wake-up), so at least one
+ * of them sees the other's write: either the sleeper sees the new state and does not sleep,
+ * or the waker sees the sleeper and wakes it. No wake-up is lost, and back-to-back
  * runs never contend for the mutex (measured on a 2-vCPU VM: taking it on every run put a
  * futex wait of ~65 µs on one run in ten).
  */
@@ -136,6 +138,7 @@ static uint64_t wait_for_work(struct halo_pool *pool, uint64_t seen) {
   uint64_t gen;
   pthread_mutex_lock(&pool->mutex);
   atomic_fetch_add(&pool->n_sleeping_workers, 1);
+  atomic_thread_fence(memory_order_seq_cst); /* see the file comment */
   while ((gen = atomic_load(&pool->generation)) == seen && !atomic_load(&pool->stop)) {
     pthread_cond_wait(&pool->work_cv, &pool->mutex);
   }
@@ -155,6 +158,7 @@ static int join_run(struct halo_pool *pool, uint64_t gen) {
 
 static void finish_run(struct halo_pool *pool) {
   atomic_fetch_add(&pool->finished, 1);
+  atomic_thread_fence(memory_order_seq_cst);
   if (atomic_load(&pool->caller_sleeping)) {
     pthread_mutex_lock(&pool->mutex);
     pthread_cond_broadcast(&pool->done_cv);
@@ -262,6 +266,7 @@ void halo_pool_run(halo_pool *pool, halo_task_fn fn, void *arg, int n_workers) {
   const uint64_t gen = atomic_load_explicit(&pool->generation, memory_order_relaxed) + 1;
   atomic_store(&pool->gate, (gen & 0xffffffffu) << 32);
   atomic_store(&pool->generation, gen);
+  atomic_thread_fence(memory_order_seq_cst);
   const int had_sleepers = atomic_load(&pool->n_sleeping_workers) > 0;
   if (had_sleepers) {
     pthread_mutex_lock(&pool->mutex);
@@ -280,6 +285,7 @@ void halo_pool_run(halo_pool *pool, halo_task_fn fn, void *arg, int n_workers) {
     if (keep_spinning(pool, i, &start)) continue;
     pthread_mutex_lock(&pool->mutex);
     atomic_store(&pool->caller_sleeping, 1);
+    atomic_thread_fence(memory_order_seq_cst);
     while (atomic_load(&pool->finished) != joined) pthread_cond_wait(&pool->done_cv, &pool->mutex);
     atomic_store(&pool->caller_sleeping, 0);
     pthread_mutex_unlock(&pool->mutex);
