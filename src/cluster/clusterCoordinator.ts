@@ -56,7 +56,7 @@ export interface ClusterOptions {
   linkProfiles?: readonly LinkProfile[];
   seed?: number;
   clock?: Clock;
-  /** Bind address for the coordinator's UDP socket. Defaults to 127.0.0.1. */
+  /** Bind address for the coordinator's UDP socket. Defaults to 127.0.0.1 when every worker is on loopback, else 0.0.0.0. */
   host?: string;
   log?: (line: string) => void;
 }
@@ -81,6 +81,10 @@ interface WorkerLink {
   lost: boolean;
   /** Pending reliable partials, by step key. */
   waiting: Map<string, { resolve: (data: Uint8Array | undefined) => void }>;
+}
+
+function isLoopbackHost(host: string): boolean {
+  return host === "localhost" || host === "::1" || host.startsWith("127.");
 }
 
 const stepKey = (position: number, layer: number, phase: GroupKind): string => `${position}:${layer}:${phase}`;
@@ -144,7 +148,8 @@ export class ClusterCoordinator implements Synchronizer {
     if (shares.length !== nDevices) throw new HaloError("HALO_ERR_USAGE", `${shares.length} shares for ${nDevices} devices (the coordinator and ${options.workers.length} workers)`);
     const layout = createGroupLayout(model.config);
     const placement = proportionalPlacement(layout, model.config.nLayers, shares);
-    const host = options.host ?? "127.0.0.1";
+    // Workers off loopback reach the coordinator at whatever address routes to it.
+    const host = options.host ?? (options.workers.every((w) => isLoopbackHost(w.host)) ? "127.0.0.1" : "0.0.0.0");
     const udp = createSocket(host.includes(":") ? "udp6" : "udp4");
     udp.on("error", (error) => options.log?.(`halo coordinator: udp error: ${describeError(error)}`));
     await new Promise<void>((resolve, reject) => {
@@ -176,7 +181,7 @@ export class ClusterCoordinator implements Synchronizer {
           attention: groupsOfDevice(placement, l, "attention", index).map((r) => [r.start, r.end] as [number, number]),
           ffn: groupsOfDevice(placement, l, "ffn", index).map((r) => [r.start, r.end] as [number, number]),
         }));
-        connection.send({ type: "plan", sequence: 1, epoch, groups, ffnBlockSize: layout.ffnBlockSize });
+        connection.send({ type: "plan", sequence: 1, epoch, groups, ffnBlockSize: layout.ffnBlockSize, wire: "q8_0", position: 0 });
         const planned = await connection.receive({ deadlineMs: clock.now() + 30_000 });
         if (planned.type !== "plan-ok") throw new HaloError("HALO_ERR_MESSAGE_UNEXPECTED", `worker ${address.host}:${address.port} answered plan with '${planned.type}'`);
         const profile = options.linkProfiles?.[i] ?? ZERO_LINK_PROFILE;

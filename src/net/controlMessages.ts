@@ -7,7 +7,6 @@
  */
 import { z } from "zod";
 import { MessageInvalidError, UnexpectedMessageError } from "../base/index.js";
-import { Q8_0_BLOCK_BYTES } from "../kernels/index.js";
 import { decodeBody, encodeBody, NONCE_BYTES } from "./controlFrames.js";
 
 /** The control protocol version sent in hello. */
@@ -64,18 +63,21 @@ const planGroups = z.union([phaseGroups, z.array(phaseGroups).min(1).max(CONTROL
   { message: `more than ${CONTROL_LIMITS.maxRangesPerPlan} ranges in one plan` },
 );
 
-const quantData = byteString.refine(
-  (bytes) => bytes.byteLength > 0 && bytes.byteLength <= CONTROL_LIMITS.maxDataBytes && bytes.byteLength % Q8_0_BLOCK_BYTES === 0,
-  { message: `expected 1 to ${CONTROL_LIMITS.maxDataBytes} bytes of whole Q8_0 blocks (${Q8_0_BLOCK_BYTES} bytes each)` },
+/** The session's wire format decides the exact size; the decoder checks it. */
+const vectorData = byteString.refine(
+  (bytes) => bytes.byteLength > 0 && bytes.byteLength <= CONTROL_LIMITS.maxDataBytes,
+  { message: `expected 1 to ${CONTROL_LIMITS.maxDataBytes} bytes` },
 );
+/** How vectors travel in this session (datagrams and reliable messages alike). */
+export const WIRE_FORMAT_NAMES = ["q8_0", "f16", "f32"] as const;
 const tensorSlice = {
   /** Token position of the first token. */
   position: u32,
   nTokens: z.number().int().min(1).max(CONTROL_LIMITS.maxTokensPerMessage),
   layer: z.number().int().min(0).max(CONTROL_LIMITS.maxLayers - 1),
   phase,
-  /** Q8_0 blocks of (nTokens, dim). */
-  data: quantData,
+  /** (nTokens, dim) in the session's wire format. */
+  data: vectorData,
 };
 
 /** What a worker tells the coordinator about itself in join-ok, for the scheduler. */
@@ -138,6 +140,10 @@ export const planMessageSchema = z.strictObject({
   /** Half-open [start, end) group ranges this worker computes: one set for every layer, or one per layer. */
   groups: planGroups,
   ffnBlockSize: z.number().int().min(1).max(CONTROL_LIMITS.maxFfnBlockSize),
+  /** The format of every vector of this session, both ways. */
+  wire: z.enum(WIRE_FORMAT_NAMES),
+  /** The token position the coordinator is at: 0 for a new session, later for a worker that rejoins mid-sequence. */
+  position: u32,
 });
 export const planOkMessageSchema = z.strictObject({
   type: z.literal("plan-ok"),

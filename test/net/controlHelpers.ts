@@ -18,7 +18,7 @@ import {
   encodeFrame,
   workerAuthMac,
 } from "../../src/net/controlFrames.js";
-import { CONTROL_LIMITS, decodeControlMessage, encodeControlMessage } from "../../src/net/controlMessages.js";
+import { CONTROL_LIMITS, WIRE_FORMAT_NAMES, decodeControlMessage, encodeControlMessage } from "../../src/net/controlMessages.js";
 import type { ControlMessage, ControlMessageType } from "../../src/net/controlMessages.js";
 
 export const CLUSTER_KEY = Buffer.from("0123456789abcdef0123456789abcdef");
@@ -219,6 +219,8 @@ export const MESSAGE_ARBITRARIES = {
     epoch: u32,
     groups: fc.oneof(phaseGroups, fc.array(phaseGroups, { minLength: 1, maxLength: 6 })),
     ffnBlockSize: fc.integer({ min: 1, max: CONTROL_LIMITS.maxFfnBlockSize }),
+    wire: fc.constantFrom(...WIRE_FORMAT_NAMES),
+    position: u32,
   }),
   "plan-ok": fc.record({ type: fc.constant("plan-ok" as const), sequence: u32 }),
   heartbeat: fc.record({ type: fc.constant("heartbeat" as const), sentAtMs: nonNegativeDouble(Number.MAX_SAFE_INTEGER) }),
