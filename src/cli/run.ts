@@ -1,9 +1,9 @@
 /** `halo run`: generate text from a prompt, on this machine or with workers (--workers). */
 import { ClusterCoordinator, modelSha256, type SyncMode } from "../cluster/index.js";
 import { Engine, Sampler, generate, type ResolvedSamplingOptions } from "../engine/index.js";
-import type { LinkProfile } from "../net/index.js";
+import { WIRE_FORMAT_NAMES, type LinkProfile, type WireFormat } from "../net/index.js";
 import { booleanFlag, choiceFlag, integerFlag, parseFlags, stringFlag, type FlagSpec, type ParsedFlags } from "./flags.js";
-import { KEY_FLAGS, parseWorkerList, readClusterKey } from "./clusterFlags.js";
+import { KEY_FLAGS, LINK_FLAGS, LINK_FLAGS_HELP, parseWorkerList, readClusterKey, readLinkProfile, readSeed } from "./clusterFlags.js";
 import type { CommandIo } from "./io.js";
 import { loadCommandModel } from "./engineSetup.js";
 import { MODEL_FLAGS, MODEL_FLAGS_HELP, SAMPLING_FLAGS, SAMPLING_FLAGS_HELP, readModelFlags, readSamplingFlags, type ModelFlagValues } from "./modelFlags.js";
@@ -16,6 +16,7 @@ export const GENERATION_FLAGS = {
   "ignore-eos": { type: "boolean" },
   json: { type: "boolean" },
   sync: { type: "string" },
+  wire: { type: "string" },
   ...KEY_FLAGS,
 } as const satisfies FlagSpec;
 
@@ -33,7 +34,10 @@ Generates text. stdout carries the generated text only; timings go to stderr.
 ${GENERATION_FLAGS_HELP}
       --workers LIST     host:port of each worker (halo worker); this process coordinates
       --sync MODE        relaxed (UDP, deadlines; default) or strict (TCP, wait for all)
-      --cluster-key K    shared secret, at least 16 bytes (or HALO_CLUSTER_KEY); required off loopback`;
+      --wire FORMAT      q8_0 (default), f16 or f32: how hidden states and partial sums travel
+      --cluster-key K    shared secret, at least 16 bytes (or HALO_CLUSTER_KEY); required off loopback
+Link emulation of what this coordinator sends (for testing; workers take the same flags):
+${LINK_FLAGS_HELP}`;
 
 export interface GenerationRequest {
   modelFlags: ModelFlagValues;
@@ -45,13 +49,14 @@ export interface GenerationRequest {
   cluster?: {
     workers: Array<{ host: string; port: number }>;
     mode: SyncMode;
+    wire: WireFormat;
     clusterKey: Buffer;
     linkProfile?: LinkProfile;
     seed?: number;
   };
 }
 
-export function readGenerationFlags(flags: ParsedFlags): Omit<GenerationRequest, "cluster"> & { mode: SyncMode } {
+export function readGenerationFlags(flags: ParsedFlags): Omit<GenerationRequest, "cluster"> & { mode: SyncMode; wire: WireFormat } {
   return {
     modelFlags: readModelFlags(flags),
     sampling: readSamplingFlags(flags),
@@ -60,11 +65,12 @@ export function readGenerationFlags(flags: ParsedFlags): Omit<GenerationRequest,
     ignoreEos: booleanFlag(flags, "ignore-eos"),
     json: booleanFlag(flags, "json"),
     mode: choiceFlag(flags, "sync", ["relaxed", "strict"] as const) ?? "relaxed",
+    wire: choiceFlag(flags, "wire", WIRE_FORMAT_NAMES) ?? "q8_0",
   };
 }
 
 export async function runCommand(argv: readonly string[], io: CommandIo): Promise<number> {
-  const flags = parseFlags(argv, { ...GENERATION_FLAGS, workers: { type: "string", short: "w" } });
+  const flags = parseFlags(argv, { ...GENERATION_FLAGS, ...LINK_FLAGS, workers: { type: "string", short: "w" } });
   if (booleanFlag(flags, "help")) {
     io.stdout(RUN_HELP + "\n");
     return 0;
@@ -72,7 +78,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   const request = readGenerationFlags(flags);
   const workerList = stringFlag(flags, "workers");
   const workers = workerList === undefined ? undefined : parseWorkerList(workerList);
-  const cluster = workers === undefined ? undefined : { workers, mode: request.mode, clusterKey: readClusterKey(flags, workers.map((w) => w.host)) };
+  const cluster = workers === undefined ? undefined : { workers, mode: request.mode, wire: request.wire, clusterKey: readClusterKey(flags, workers.map((w) => w.host)), linkProfile: readLinkProfile(flags), seed: readSeed(flags) };
   return executeGeneration({ ...request, cluster }, io);
 }
 
@@ -89,6 +95,7 @@ export async function executeGeneration(request: GenerationRequest, io: CommandI
         clusterKey: c.clusterKey,
         workers: c.workers,
         mode: c.mode,
+        wire: c.wire,
         linkProfiles: c.linkProfile === undefined ? undefined : c.workers.map(() => c.linkProfile!),
         seed: c.seed,
         log: (line) => io.stderr(line + "\n"),
@@ -97,9 +104,12 @@ export async function executeGeneration(request: GenerationRequest, io: CommandI
     const engine = new Engine(model.config, model.weights, { kernels, contextLength: request.modelFlags.contextLength, synchronizer: coordinator });
     const sampler = new Sampler(model.config.vocabSize, request.sampling);
     const promptIds = model.tokenizer.encode(request.prompt, { addBos: true });
-    const perToken: Array<{ ms: number; syncWaitMs: number; sentBytes: number; dropped: number; expected: number }> = [];
-    let last = { at: performance.now(), sync: 0, bytes: 0, dropped: 0, expected: 0 };
-    const snapshot = (): typeof last => ({ at: performance.now(), sync: coordinator?.totals.syncWaitMs ?? 0, bytes: coordinator?.totals.bytesSent ?? 0, dropped: coordinator?.totals.droppedContributions ?? 0, expected: coordinator?.totals.expectedContributions ?? 0 });
+    const perToken: Array<{ ms: number; syncWaitMs: number; sentBytes: number; receivedBytes: number; droppedGroups: number; dropped: number; expected: number }> = [];
+    const snapshot = () => {
+      const totals = coordinator?.totals;
+      return { at: performance.now(), sync: totals?.syncWaitMs ?? 0, sent: totals?.bytesSent ?? 0, received: totals?.bytesReceived ?? 0, groups: totals?.droppedGroups ?? 0, dropped: totals?.droppedContributions ?? 0, expected: totals?.expectedContributions ?? 0 };
+    };
+    let last = snapshot();
     const result = await generate(engine, model.tokenizer, sampler, promptIds, {
       maxTokens: request.maxTokens,
       ignoreEos: request.ignoreEos,
@@ -107,14 +117,19 @@ export async function executeGeneration(request: GenerationRequest, io: CommandI
         if (!request.json) io.stdout(text);
         if (coordinator === undefined || id < 0) return;
         const now = snapshot();
-        const token = { ms: now.at - last.at, syncWaitMs: now.sync - last.sync, sentBytes: now.bytes - last.bytes, dropped: now.dropped - last.dropped, expected: now.expected - last.expected };
+        const token = { ms: now.at - last.at, syncWaitMs: now.sync - last.sync, sentBytes: now.sent - last.sent, receivedBytes: now.received - last.received, droppedGroups: now.groups - last.groups, dropped: now.dropped - last.dropped, expected: now.expected - last.expected };
         perToken.push(token);
         last = now;
-        if (!request.json) io.stderr(`\n[token ${perToken.length}] ${token.ms.toFixed(1)} ms | compute ${(token.ms - token.syncWaitMs).toFixed(1)} ms | sync ${token.syncWaitMs.toFixed(1)} ms | sent ${(token.sentBytes / 1024).toFixed(1)} kB | dropped ${token.dropped}/${token.expected} contributions\n`);
+        if (!request.json) {
+          io.stderr(
+            `\n[token ${perToken.length}] ${token.ms.toFixed(1)} ms | compute ${(token.ms - token.syncWaitMs).toFixed(1)} ms | sync ${token.syncWaitMs.toFixed(1)} ms | ` +
+              `sent ${(token.sentBytes / 1024).toFixed(1)} kB, received ${(token.receivedBytes / 1024).toFixed(1)} kB | dropped ${token.dropped}/${token.expected} contributions (${token.droppedGroups} groups)\n`,
+          );
+        }
       },
     });
     const t = result.timings;
-    const clusterSummary = coordinator === undefined ? undefined : { devices: coordinator.nDevices, mode: request.cluster!.mode, lostWorkers: coordinator.lostWorkers, totals: coordinator.totals };
+    const clusterSummary = coordinator === undefined ? undefined : { devices: coordinator.nDevices, mode: request.cluster!.mode, wire: coordinator.wire, lostWorkers: coordinator.lostWorkers, totals: coordinator.totals, links: coordinator.linkStats() };
     if (request.json) {
       io.stdout(JSON.stringify({ text: result.text, tokens: result.tokens, promptTokens: promptIds, stopReason: result.stopReason, seed: request.sampling.seed, kernels: kernels.name, timings: t, cluster: clusterSummary, perToken: clusterSummary === undefined ? undefined : perToken }) + "\n");
     } else {

@@ -5,19 +5,24 @@
  * groups meanwhile (the engine does), and adds the workers' partial sums.
  *
  * Relaxed mode waits for every contribution only until a soft deadline learned from recent
- * completion times (an EWMA, times a margin, plus slack, capped by a hard deadline); whatever
- * has not arrived by then counts as zero for this token, and is counted. Strict mode waits for
- * all, like distributed-llama. A worker whose connection dies is dropped from every later phase.
+ * completion times (an EWMA, times a margin, plus slack, capped by a hard deadline); contributions
+ * marked critical are awaited up to the hard deadline. Whatever has not arrived by then counts as
+ * zero for this token, and is counted. Strict mode waits for all, like distributed-llama.
+ *
+ * A worker whose connection dies is dropped from every later phase, and the coordinator keeps
+ * trying to reconnect it in the background; once it has joined again it gets its groups back at
+ * the next token boundary, with an empty KV cache for the positions it missed (those stay masked).
  */
 import { randomBytes } from "node:crypto";
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
 import { connect as tcpConnect } from "node:net";
-import { HaloError, describeError, systemClock, type Clock } from "../base/index.js";
+import { HaloError, describeError, systemClock, type Clock, type TimerHandle } from "../base/index.js";
 import type { PhaseStep, Synchronizer } from "../engine/index.js";
 import type { LoadedModel } from "../model/index.js";
 import {
-  ControlConnection, DATAGRAM_MAX_BYTES, DatagramReceiver, LinkEmulator, SYNC_PHASE_IDS, ZERO_LINK_PROFILE, encodeDatagramBlocks, encodeQ8Range, planChunks, q8ByteLength,
-  type ControlMessage, type DatagramChunk, type LinkProfile,
+  ControlConnection, DATAGRAM_MAX_BYTES, DatagramReceiver, LinkEmulator, LinkStats, SYNC_PHASE_IDS, StreamLinkEmulator, WIRE_FORMATS, ZERO_LINK_PROFILE,
+  encodeDatagramBlocks, planChunks, wireByteLength,
+  type ControlMessage, type DatagramChunk, type LinkProfile, type LinkStatsSnapshot, type SyncPhaseId, type WireFormat,
 } from "../net/index.js";
 import { createGroupLayout, devicesInPhase, groupsOfDevice, proportionalPlacement, type GroupKind, type GroupLayout, type GroupRange, type Placement } from "../partition/index.js";
 import { decodeVectors, encodeVectors } from "./wireVectors.js";
@@ -35,7 +40,7 @@ export interface WorkerAddress {
  * it is hardMs.
  */
 export interface DeadlineOptions {
-  /** The longest a phase waits. Defaults to 250 ms. */
+  /** The longest a phase waits (for critical contributions). Defaults to 250 ms. */
   hardMs?: number;
   /** The shortest soft deadline, so scheduling noise on a loaded machine is not taken for loss. Defaults to 5 ms. */
   minMs?: number;
@@ -51,9 +56,15 @@ export interface ClusterOptions {
   /** Share of each device, coordinator first (workers + 1 entries). Defaults to equal shares. */
   shares?: readonly number[];
   mode: SyncMode;
+  /** How vectors travel, both ways. Defaults to Q8_0 (DESIGN "Sync precision"); f32 reproduces a single node exactly. */
+  wire?: WireFormat;
   deadlines?: DeadlineOptions;
-  /** The emulated link for datagrams sent to each worker (halo cluster --local). */
+  /** Whether a device's contribution to (layer, phase) is awaited up to the hard deadline. Defaults to none. */
+  isCritical?: (device: number, layerIndex: number, phase: GroupKind) => boolean;
+  /** The emulated link for what is sent to each worker (halo cluster --local). */
   linkProfiles?: readonly LinkProfile[];
+  /** How often a lost worker is dialled again. Defaults to 1,000 ms; 0 turns rejoining off. */
+  rejoinIntervalMs?: number;
   seed?: number;
   clock?: Clock;
   /** Bind address for the coordinator's UDP socket. Defaults to 127.0.0.1 when every worker is on loopback, else 0.0.0.0. */
@@ -68,44 +79,113 @@ export interface PhaseStats {
   droppedContributions: number;
   /** Contributions expected. */
   expectedContributions: number;
+  /** Neuron groups in the dropped contributions (a contribution holds one or more groups). */
+  droppedGroups: number;
   datagramsSent: number;
   bytesSent: number;
+  /** Payload bytes of accepted partial sums (datagrams and reliable messages). */
+  bytesReceived: number;
+  /** Times a worker's connection was lost, and times a lost worker joined again. */
+  workersLost: number;
+  workersRejoined: number;
 }
+
+/** One worker link as `linkStats()` reports it. */
+export interface WorkerLinkReport extends LinkStatsSnapshot {
+  worker: number;
+  address: string;
+  state: WorkerLinkState;
+}
+
+/** active: computes its groups; lost: dialled again every rejoinIntervalMs; ready: joined again, gets its plan at the next token. */
+export type WorkerLinkState = "active" | "lost" | "ready";
 
 interface WorkerLink {
   index: number;
   address: WorkerAddress;
   connection: ControlConnection;
   udpPort: number;
+  state: WorkerLinkState;
+  /** Datagrams to this worker. */
   emulator: LinkEmulator;
-  lost: boolean;
+  /** Reliable messages to this worker (strict mode, prefill). */
+  stream: StreamLinkEmulator;
+  stats: LinkStats;
   /** Pending reliable partials, by step key. */
-  waiting: Map<string, { resolve: (data: Uint8Array | undefined) => void }>;
+  waiting: Map<string, (data: Uint8Array | undefined) => void>;
+  rejoinTimer: TimerHandle | undefined;
 }
+
+interface PendingRelaxed {
+  position: number;
+  layer: number;
+  phase: SyncPhaseId;
+  devices: number[];
+  critical: number[];
+  softExpired: boolean;
+  finish: () => void;
+}
+
+interface JoinContext {
+  options: ClusterOptions;
+  clock: Clock;
+  sessionId: number;
+  epoch: number;
+  udpPort: number;
+}
+
+const stepKey = (position: number, layer: number, phase: GroupKind): string => `${position}:${layer}:${phase}`;
 
 function isLoopbackHost(host: string): boolean {
   return host === "localhost" || host === "::1" || host.startsWith("127.");
 }
 
-const stepKey = (position: number, layer: number, phase: GroupKind): string => `${position}:${layer}:${phase}`;
+/** TCP connect, authenticate, join; the plan is the caller's. */
+async function joinWorker(address: WorkerAddress, index: number, ctx: JoinContext): Promise<{ connection: ControlConnection; udpPort: number }> {
+  const { options, clock } = ctx;
+  const socket = tcpConnect({ host: address.host, port: address.port });
+  socket.setNoDelay(true);
+  socket.on("error", () => {
+    // Reported through the connection's close event or the handshake's rejection.
+  });
+  await new Promise<void>((resolve, reject) => {
+    socket.once("connect", () => resolve());
+    socket.once("error", (error) => reject(new HaloError("HALO_ERR_CONNECTION_CLOSED", `cannot reach worker ${address.host}:${address.port}: ${describeError(error)}`)));
+  });
+  const connection = await ControlConnection.connect(socket, { clusterKey: options.clusterKey, clock });
+  try {
+    connection.send({ type: "join", sessionId: ctx.sessionId, epoch: ctx.epoch, nodeIndex: index, modelSha256: options.modelSha256, modelName: options.model.config.name.slice(0, 256), coordinatorUdpPort: ctx.udpPort });
+    const joined = await connection.receive({ deadlineMs: clock.now() + 30_000 });
+    if (joined.type === "error") throw new HaloError("HALO_ERR_PEER_REJECTED", `worker ${address.host}:${address.port} refused to join: ${joined.message} [${joined.code}]`);
+    if (joined.type !== "join-ok") throw new HaloError("HALO_ERR_MESSAGE_UNEXPECTED", `worker ${address.host}:${address.port} answered join with '${joined.type}'`);
+    return { connection, udpPort: joined.udpPort };
+  } catch (error) {
+    connection.destroy();
+    throw error;
+  }
+}
 
 export class ClusterCoordinator implements Synchronizer {
   readonly layout: GroupLayout;
   readonly placement: Placement;
+  readonly wire: WireFormat;
   /** Totals since connect. */
-  readonly totals: PhaseStats = { syncWaitMs: 0, droppedContributions: 0, expectedContributions: 0, datagramsSent: 0, bytesSent: 0 };
+  readonly totals: PhaseStats = { syncWaitMs: 0, droppedContributions: 0, expectedContributions: 0, droppedGroups: 0, datagramsSent: 0, bytesSent: 0, bytesReceived: 0, workersLost: 0, workersRejoined: 0 };
   private readonly clock: Clock;
   private readonly coordinatorGroups: Array<Record<GroupKind, GroupRange[]>>;
   private readonly chunks: DatagramChunk[];
-  private readonly blocks: Uint8Array;
+  /** The phase input in the wire format, (dim) elements. */
+  private readonly encodedInput: Uint8Array;
   private readonly datagram = new Uint8Array(DATAGRAM_MAX_BYTES);
   private readonly receiver: DatagramReceiver;
   private epoch: number;
   private lastPositionStart = -1;
   private completionEwmaMs: number | undefined;
   private completionDeviationMs = 0;
-  private pendingRelaxed: { position: number; layer: number; phase: 0 | 1; devices: number[]; resolve: () => void } | undefined;
+  private pendingRelaxed: PendingRelaxed | undefined;
   private reliableWaits: Array<Promise<Uint8Array | undefined>> = [];
+  /** The workers the reliable waits belong to, in order. */
+  private reliableDevices: number[] = [];
   private phaseStartMs = 0;
   private closed = false;
 
@@ -121,11 +201,12 @@ export class ClusterCoordinator implements Synchronizer {
     this.clock = options.clock ?? systemClock;
     this.layout = layout;
     this.placement = placement;
+    this.wire = options.wire ?? "q8_0";
     this.epoch = epoch;
     const { config } = options.model;
     this.coordinatorGroups = placement.layers.map((_, l) => ({ attention: groupsOfDevice(placement, l, "attention", 0), ffn: groupsOfDevice(placement, l, "ffn", 0) }));
-    this.chunks = planChunks(config.dim);
-    this.blocks = new Uint8Array(q8ByteLength(config.dim));
+    this.chunks = planChunks(config.dim, this.wire);
+    this.encodedInput = new Uint8Array(wireByteLength(config.dim, this.wire));
     this.receiver = new DatagramReceiver({
       kind: "partial",
       sessionId,
@@ -133,11 +214,12 @@ export class ClusterCoordinator implements Synchronizer {
       dim: config.dim,
       nLayers: config.nLayers,
       nSenders: links.length + 1,
-      keys: (sender) => (sender >= 1 && sender <= links.length && !links[sender - 1]!.lost ? links[sender - 1]!.connection.sessionKey : undefined),
+      format: this.wire,
+      keys: (sender) => (sender >= 1 && sender <= links.length && links[sender - 1]!.state === "active" ? links[sender - 1]!.connection.sessionKey : undefined),
       mayContribute: (sender, layer, phase) => placement.layers[layer]![phase === 0 ? "attention" : "ffn"].includes(sender),
     });
     udp.on("message", (message: Buffer) => this.onDatagram(message));
-    for (const link of links) void this.pump(link);
+    for (const link of links) void this.pump(link, link.connection);
   }
 
   /** Connects to every worker, authenticates, joins and sends the plan. */
@@ -146,6 +228,8 @@ export class ClusterCoordinator implements Synchronizer {
     const nDevices = options.workers.length + 1;
     const shares = options.shares ?? new Array<number>(nDevices).fill(1);
     if (shares.length !== nDevices) throw new HaloError("HALO_ERR_USAGE", `${shares.length} shares for ${nDevices} devices (the coordinator and ${options.workers.length} workers)`);
+    const wire = options.wire ?? "q8_0";
+    if (!Object.hasOwn(WIRE_FORMATS, wire)) throw new HaloError("HALO_ERR_USAGE", `wire format '${String(wire)}' is not one of ${Object.keys(WIRE_FORMATS).join(", ")}`);
     const layout = createGroupLayout(model.config);
     const placement = proportionalPlacement(layout, model.config.nLayers, shares);
     // Workers off loopback reach the coordinator at whatever address routes to it.
@@ -156,52 +240,60 @@ export class ClusterCoordinator implements Synchronizer {
       udp.once("error", reject);
       udp.bind(0, host, () => resolve());
     });
-    const sessionId = randomBytes(4).readUInt32LE(0);
-    const epoch = 1;
     const clock = options.clock ?? systemClock;
+    const ctx: JoinContext = { options, clock, sessionId: randomBytes(4).readUInt32LE(0), epoch: 1, udpPort: udp.address().port };
     const links: WorkerLink[] = [];
     try {
       for (const [i, address] of options.workers.entries()) {
         const index = i + 1;
-        const socket = tcpConnect({ host: address.host, port: address.port });
-        socket.setNoDelay(true);
-        socket.on("error", () => {
-          // Reported through the connection's close event or the handshake's rejection.
-        });
-        await new Promise<void>((resolve, reject) => {
-          socket.once("connect", () => resolve());
-          socket.once("error", (error) => reject(new HaloError("HALO_ERR_CONNECTION_CLOSED", `cannot reach worker ${address.host}:${address.port}: ${describeError(error)}`)));
-        });
-        const connection = await ControlConnection.connect(socket, { clusterKey: options.clusterKey, clock });
-        connection.send({ type: "join", sessionId, epoch, nodeIndex: index, modelSha256: options.modelSha256, modelName: model.config.name.slice(0, 256), coordinatorUdpPort: udp.address().port });
-        const joined = await connection.receive({ deadlineMs: clock.now() + 30_000 });
-        if (joined.type === "error") throw new HaloError("HALO_ERR_PEER_REJECTED", `worker ${address.host}:${address.port} refused to join: ${joined.message} [${joined.code}]`);
-        if (joined.type !== "join-ok") throw new HaloError("HALO_ERR_MESSAGE_UNEXPECTED", `worker ${address.host}:${address.port} answered join with '${joined.type}'`);
-        const groups = placement.layers.map((_, l) => ({
-          attention: groupsOfDevice(placement, l, "attention", index).map((r) => [r.start, r.end] as [number, number]),
-          ffn: groupsOfDevice(placement, l, "ffn", index).map((r) => [r.start, r.end] as [number, number]),
-        }));
-        connection.send({ type: "plan", sequence: 1, epoch, groups, ffnBlockSize: layout.ffnBlockSize, wire: "q8_0", position: 0 });
+        const { connection, udpPort } = await joinWorker(address, index, ctx);
+        const link = ClusterCoordinator.createLink(options, clock, index, address, connection, udpPort);
+        links.push(link);
+        connection.send(ClusterCoordinator.planFor(placement, layout, index, ctx.epoch, wire, 0));
         const planned = await connection.receive({ deadlineMs: clock.now() + 30_000 });
         if (planned.type !== "plan-ok") throw new HaloError("HALO_ERR_MESSAGE_UNEXPECTED", `worker ${address.host}:${address.port} answered plan with '${planned.type}'`);
-        const profile = options.linkProfiles?.[i] ?? ZERO_LINK_PROFILE;
-        links.push({ index, address, connection, udpPort: joined.udpPort, emulator: new LinkEmulator({ profile, seed: (options.seed ?? 1) * 7919 + index, clock }), lost: false, waiting: new Map() });
       }
     } catch (error) {
       for (const link of links) link.connection.destroy();
       udp.close();
       throw error;
     }
-    return new ClusterCoordinator(options, links, udp, sessionId, epoch, layout, placement);
+    return new ClusterCoordinator(options, links, udp, ctx.sessionId, ctx.epoch, layout, placement);
+  }
+
+  private static createLink(options: ClusterOptions, clock: Clock, index: number, address: WorkerAddress, connection: ControlConnection, udpPort: number): WorkerLink {
+    const profile = options.linkProfiles?.[index - 1] ?? ZERO_LINK_PROFILE;
+    const seed = (options.seed ?? 1) * 7919 + index;
+    return {
+      index, address, connection, udpPort, state: "active",
+      emulator: new LinkEmulator({ profile, seed, clock }),
+      stream: new StreamLinkEmulator({ profile, seed: seed + 1, clock }),
+      stats: new LinkStats(),
+      waiting: new Map(),
+      rejoinTimer: undefined,
+    };
+  }
+
+  private static planFor(placement: Placement, layout: GroupLayout, index: number, epoch: number, wire: WireFormat, position: number): ControlMessage {
+    const groups = placement.layers.map((_, l) => ({
+      attention: groupsOfDevice(placement, l, "attention", index).map((r) => [r.start, r.end] as [number, number]),
+      ffn: groupsOfDevice(placement, l, "ffn", index).map((r) => [r.start, r.end] as [number, number]),
+    }));
+    return { type: "plan", sequence: 1, epoch, groups, ffnBlockSize: layout.ffnBlockSize, wire, position };
   }
 
   get nDevices(): number {
     return this.links.length + 1;
   }
 
-  /** Workers whose connection is gone. */
+  /** Workers that do not compute now (connection lost, or rejoined and waiting for the next token). */
   get lostWorkers(): number[] {
-    return this.links.filter((l) => l.lost).map((l) => l.index);
+    return this.links.filter((l) => l.state !== "active").map((l) => l.index);
+  }
+
+  /** Per-worker link statistics: loss and late ratios, RTT and jitter, and the link's state. */
+  linkStats(): WorkerLinkReport[] {
+    return this.links.map((l) => ({ worker: l.index, address: `${l.address.host}:${l.address.port}`, state: l.state, ...l.stats.snapshot() }));
   }
 
   localGroups(layerIndex: number, phase: GroupKind): readonly GroupRange[] {
@@ -210,17 +302,25 @@ export class ClusterCoordinator implements Synchronizer {
 
   beginPhase(step: PhaseStep): void {
     const { layerIndex, phase, positionStart, nTokens } = step;
-    if (positionStart === 0 && layerIndex === 0 && phase === "attention" && this.lastPositionStart >= 0) this.startNewSequence();
+    if (layerIndex === 0 && phase === "attention") {
+      if (positionStart === 0 && this.lastPositionStart >= 0) this.startNewSequence();
+      this.activateRejoined(positionStart);
+    }
     this.lastPositionStart = positionStart;
     this.phaseStartMs = this.clock.now();
     const devices = this.activeDevices(layerIndex, phase);
     this.totals.expectedContributions += devices.length;
     if (this.options.mode === "strict" || nTokens > 1) {
-      const data = encodeVectors(step.input, nTokens * this.options.model.config.dim);
+      const data = encodeVectors(step.input, nTokens * this.options.model.config.dim, this.wire);
+      this.reliableDevices = devices;
       this.reliableWaits = devices.map((device) => {
         const link = this.links[device - 1]!;
-        const wait = new Promise<Uint8Array | undefined>((resolve) => link.waiting.set(stepKey(positionStart, layerIndex, phase), { resolve }));
-        link.connection.send({ type: "input", position: positionStart, nTokens, layer: layerIndex, phase, data });
+        const connection = link.connection;
+        const wait = new Promise<Uint8Array | undefined>((resolve) => link.waiting.set(stepKey(positionStart, layerIndex, phase), resolve));
+        const message: ControlMessage = { type: "input", position: positionStart, nTokens, layer: layerIndex, phase, data };
+        link.stream.send(data.byteLength, () => {
+          if (link.connection === connection && link.state === "active") connection.send(message);
+        });
         this.totals.bytesSent += data.byteLength;
         return wait;
       });
@@ -228,13 +328,14 @@ export class ClusterCoordinator implements Synchronizer {
     }
     const phaseId = SYNC_PHASE_IDS[phase];
     this.receiver.setCurrent(positionStart, layerIndex, phaseId);
-    encodeQ8Range(step.input, 0, this.options.model.config.dim, this.blocks, 0);
+    const dim = this.options.model.config.dim;
+    WIRE_FORMATS[this.wire].encode(step.input, 0, dim, this.encodedInput, 0);
     const sendTimeUs = Math.floor(this.clock.now() * 1000) >>> 0;
     for (const device of devices) {
       const link = this.links[device - 1]!;
       this.chunks.forEach((chunk, chunkIndex) => {
         const header = { kind: "input" as const, sessionId: this.sessionId, epoch: this.epoch, senderIndex: 0, layer: layerIndex, phase: phaseId, isDuplicateCopy: false, chunkIndex, nChunks: this.chunks.length, position: positionStart, offset: chunk.offset, nElements: chunk.nElements, sendTimeUs };
-        const length = encodeDatagramBlocks(header, this.blocks, q8ByteLength(chunk.offset), link.connection.sessionKey, this.datagram);
+        const length = encodeDatagramBlocks(header, this.encodedInput, wireByteLength(chunk.offset, this.wire), link.connection.sessionKey, this.datagram, this.wire);
         const address = link.address.host;
         // dgram.send reads its buffer later, so each datagram needs its own copy.
         const datagram = Buffer.from(this.datagram.subarray(0, length));
@@ -249,44 +350,37 @@ export class ClusterCoordinator implements Synchronizer {
     const { layerIndex, phase, positionStart, nTokens } = step;
     const dim = this.options.model.config.dim;
     const started = this.clock.now();
-    const devices = this.activeDevices(layerIndex, phase);
     if (this.options.mode === "strict" || nTokens > 1) {
+      const devices = this.reliableDevices;
       const results = await Promise.all(this.reliableWaits);
       const scratch = new Float32Array(nTokens * dim);
       results.forEach((data, i) => {
         if (data === undefined) {
           this.totals.droppedContributions++;
+          this.totals.droppedGroups += this.groupCount(devices[i]!, layerIndex, phase);
           this.options.log?.(`halo coordinator: worker ${devices[i]} lost; its groups are dropped for (${positionStart}, ${layerIndex}, ${phase})`);
           return;
         }
-        decodeVectors(data, nTokens * dim, scratch);
+        decodeVectors(data, nTokens * dim, scratch, this.wire);
         for (let j = 0; j < nTokens * dim; j++) partial[j] = partial[j]! + scratch[j]!;
       });
       this.totals.syncWaitMs += this.clock.now() - started;
       return;
     }
+    const devices = this.activeDevices(layerIndex, phase);
     const phaseId = SYNC_PHASE_IDS[phase];
-    if (!this.isComplete(positionStart, layerIndex, phaseId, devices)) {
-      await new Promise<void>((resolve) => {
-        const deadline = this.phaseStartMs + this.softDeadlineMs();
-        const timer = this.clock.setTimer(deadline - this.clock.now(), () => {
-          this.pendingRelaxed = undefined;
-          resolve();
-        });
-        this.pendingRelaxed = { position: positionStart, layer: layerIndex, phase: phaseId, devices, resolve: () => {
-          timer.cancel();
-          this.pendingRelaxed = undefined;
-          resolve();
-        } };
-      });
-    }
+    if (!this.isComplete(positionStart, layerIndex, phaseId, devices)) await this.waitForContributions(positionStart, layerIndex, phase, devices);
     const completeMs = this.clock.now() - this.phaseStartMs;
     let allArrived = true;
     for (const device of devices) {
+      const link = this.links[device - 1]!;
       const received = this.receiver.chunksReceived(positionStart, layerIndex, phaseId, device);
+      link.stats.recordMessage(this.chunks.length, received);
+      link.stats.recordDeadline(received === this.chunks.length ? 1 : 0, received === this.chunks.length ? 0 : 1);
       if (received < this.chunks.length) {
         allArrived = false;
         this.totals.droppedContributions++;
+        this.totals.droppedGroups += this.groupCount(device, layerIndex, phase);
       }
       if (received === 0) continue;
       // Missing chunks are zeros in the row: a lost chunk drops only its range.
@@ -297,15 +391,59 @@ export class ClusterCoordinator implements Synchronizer {
     this.totals.syncWaitMs += this.clock.now() - started;
   }
 
-  /** Stops every worker session and closes the sockets. Idempotent. */
+  /** Stops every worker session, stops rejoining, and closes the sockets. Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await Promise.all(this.links.map(async (link) => {
-      if (!link.lost) await link.connection.close().catch(() => undefined);
+      link.rejoinTimer?.cancel();
+      if (link.state !== "lost") await link.connection.close().catch(() => undefined);
       link.emulator.destroy();
+      link.stream.destroy();
     }));
     this.udp.close();
+  }
+
+  /** The current soft deadline, from the phase's start. */
+  softDeadlineMs(): number {
+    const d = this.options.deadlines ?? {};
+    const hard = this.hardDeadlineMs();
+    if (this.completionEwmaMs === undefined) return hard;
+    const learned = this.completionEwmaMs + 4 * this.completionDeviationMs + (d.slackMs ?? 1);
+    return Math.min(hard, Math.max(d.minMs ?? 5, learned));
+  }
+
+  private hardDeadlineMs(): number {
+    return this.options.deadlines?.hardMs ?? 250;
+  }
+
+  /** Waits until every contribution arrived, or the soft deadline passed with every critical one in, or the hard deadline. */
+  private waitForContributions(position: number, layer: number, phase: GroupKind, devices: number[]): Promise<void> {
+    const critical = this.options.isCritical === undefined ? [] : devices.filter((d) => this.options.isCritical!(d, layer, phase));
+    return new Promise<void>((resolve) => {
+      const timers: TimerHandle[] = [];
+      const pending: PendingRelaxed = {
+        position, layer, phase: SYNC_PHASE_IDS[phase], devices, critical, softExpired: false,
+        finish: () => {
+          for (const timer of timers) timer.cancel();
+          this.pendingRelaxed = undefined;
+          resolve();
+        },
+      };
+      this.pendingRelaxed = pending;
+      timers.push(this.clock.setTimer(this.phaseStartMs + this.softDeadlineMs() - this.clock.now(), () => {
+        pending.softExpired = true;
+        this.checkPending();
+      }));
+      timers.push(this.clock.setTimer(this.phaseStartMs + this.hardDeadlineMs() - this.clock.now(), pending.finish));
+    });
+  }
+
+  private checkPending(): void {
+    const pending = this.pendingRelaxed;
+    if (pending === undefined) return;
+    const awaited = pending.softExpired ? pending.critical : pending.devices;
+    if (this.isComplete(pending.position, pending.layer, pending.phase, awaited)) pending.finish();
   }
 
   /** RFC 6298's smoothing: mean gain 1/8, deviation gain 1/4. */
@@ -319,60 +457,106 @@ export class ClusterCoordinator implements Synchronizer {
     this.completionEwmaMs = 0.875 * this.completionEwmaMs + 0.125 * completeMs;
   }
 
-  /** The current soft deadline, from the phase's start. */
-  softDeadlineMs(): number {
-    const d = this.options.deadlines ?? {};
-    const hard = d.hardMs ?? 250;
-    if (this.completionEwmaMs === undefined) return hard;
-    const learned = this.completionEwmaMs + 4 * this.completionDeviationMs + (d.slackMs ?? 1);
-    return Math.min(hard, Math.max(d.minMs ?? 5, learned));
+  private groupCount(device: number, layerIndex: number, phase: GroupKind): number {
+    let n = 0;
+    for (const owner of this.placement.layers[layerIndex]![phase]) if (owner === device) n++;
+    return n;
   }
 
   private activeDevices(layerIndex: number, phase: GroupKind): number[] {
-    return devicesInPhase(this.placement, layerIndex, phase).filter((d) => d !== 0 && !this.links[d - 1]!.lost);
+    return devicesInPhase(this.placement, layerIndex, phase).filter((d) => d !== 0 && this.links[d - 1]!.state === "active");
   }
 
-  private isComplete(position: number, layer: number, phase: 0 | 1, devices: readonly number[]): boolean {
-    return devices.every((d) => this.receiver.chunksReceived(position, layer, phase, d) === this.chunks.length);
+  /** Complete when every listed device that is still active sent all its chunks (a lost one will send nothing more). */
+  private isComplete(position: number, layer: number, phase: SyncPhaseId, devices: readonly number[]): boolean {
+    return devices.every((d) => this.links[d - 1]!.state !== "active" || this.receiver.chunksReceived(position, layer, phase, d) === this.chunks.length);
   }
 
   private onDatagram(message: Buffer): void {
     const result = this.receiver.accept(message);
-    const pending = this.pendingRelaxed;
-    if (!result.ok || pending === undefined) return;
-    if (this.isComplete(pending.position, pending.layer, pending.phase, pending.devices)) pending.resolve();
+    if (!result.ok) return;
+    const { senderIndex, sendTimeUs, position, layer, phase } = result.header;
+    const link = this.links[senderIndex - 1]!;
+    this.totals.bytesReceived += message.byteLength;
+    link.stats.recordTransit(sendTimeUs, this.clock.now());
+    if (this.receiver.chunksReceived(position, layer, phase, senderIndex) === this.chunks.length) link.stats.recordRtt(this.clock.now() - this.phaseStartMs);
+    this.checkPending();
   }
 
   private startNewSequence(): void {
     this.epoch = (this.epoch + 1) >>> 0;
     this.receiver.reset(this.epoch, 0, 0, 0);
-    for (const link of this.links) if (!link.lost) link.connection.send({ type: "reset" });
+    for (const link of this.links) if (link.state === "active") link.connection.send({ type: "reset" });
   }
 
-  private async pump(link: WorkerLink): Promise<void> {
+  /** Rejoined workers take their groups from this token on; the positions before it stay masked in their KV caches. */
+  private activateRejoined(position: number): void {
+    for (const link of this.links) {
+      if (link.state !== "ready") continue;
+      link.connection.send(ClusterCoordinator.planFor(this.placement, this.layout, link.index, this.epoch, this.wire, position));
+      link.state = "active";
+      this.totals.workersRejoined++;
+      this.options.log?.(`halo coordinator: worker ${link.index} rejoined at position ${position}`);
+    }
+  }
+
+  private async pump(link: WorkerLink, connection: ControlConnection): Promise<void> {
     try {
-      for await (const message of link.connection) this.onControlMessage(link, message);
+      for await (const message of connection) this.onControlMessage(link, message);
     } catch (error) {
       this.options.log?.(`halo coordinator: worker ${link.index}: ${describeError(error)}`);
     }
-    link.lost = true;
-    for (const waiter of link.waiting.values()) waiter.resolve(undefined);
+    if (link.connection !== connection || this.closed) return;
+    connection.destroy();
+    link.state = "lost";
+    this.totals.workersLost++;
+    link.stream.destroy();
+    for (const resolve of link.waiting.values()) resolve(undefined);
     link.waiting.clear();
     // A phase waiting on the lost worker need not wait for its deadline.
-    const pending = this.pendingRelaxed;
-    if (pending !== undefined && pending.devices.includes(link.index)) {
-      const others = pending.devices.filter((d) => d !== link.index);
-      if (this.isComplete(pending.position, pending.layer, pending.phase, others)) pending.resolve();
+    this.checkPending();
+    this.scheduleRejoin(link);
+  }
+
+  private scheduleRejoin(link: WorkerLink): void {
+    const interval = this.options.rejoinIntervalMs ?? 1000;
+    if (interval <= 0 || this.closed) return;
+    link.rejoinTimer = this.clock.setTimer(interval, () => {
+      link.rejoinTimer = undefined;
+      void this.tryRejoin(link);
+    });
+  }
+
+  private async tryRejoin(link: WorkerLink): Promise<void> {
+    if (this.closed || link.state !== "lost") return;
+    let joined: { connection: ControlConnection; udpPort: number };
+    try {
+      joined = await joinWorker(link.address, link.index, { options: this.options, clock: this.clock, sessionId: this.sessionId, epoch: this.epoch, udpPort: this.udp.address().port });
+    } catch {
+      // Still down (or refusing): try again later, quietly.
+      this.scheduleRejoin(link);
+      return;
     }
+    if (this.closed) {
+      joined.connection.destroy();
+      return;
+    }
+    link.connection = joined.connection;
+    link.udpPort = joined.udpPort;
+    link.stream = new StreamLinkEmulator({ profile: link.emulator.profile, seed: (this.options.seed ?? 1) * 7919 + link.index + this.totals.workersRejoined + 2, clock: this.clock });
+    link.state = "ready";
+    void this.pump(link, joined.connection);
   }
 
   private onControlMessage(link: WorkerLink, message: ControlMessage): void {
     if (message.type === "partial") {
       const key = stepKey(message.position, message.layer, message.phase);
-      const waiter = link.waiting.get(key);
-      if (waiter === undefined) return;
+      const resolve = link.waiting.get(key);
+      if (resolve === undefined) return;
       link.waiting.delete(key);
-      waiter.resolve(message.data);
+      this.totals.bytesReceived += message.data.byteLength;
+      link.stats.recordRtt(this.clock.now() - this.phaseStartMs);
+      resolve(message.data);
     } else if (message.type === "error") {
       this.options.log?.(`halo coordinator: worker ${link.index} reported ${message.code}: ${message.message}`);
     }

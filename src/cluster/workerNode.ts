@@ -11,8 +11,8 @@ import { HaloError, describeError, systemClock, type Clock } from "../base/index
 import type { MatrixKernels } from "../kernels/index.js";
 import type { LoadedModel } from "../model/index.js";
 import {
-  ControlConnection, DATAGRAM_MAX_BYTES, DatagramReceiver, LossyUdpSocket, SYNC_PHASE_IDS, ZERO_LINK_PROFILE, encodeDatagram, planChunks,
-  type ControlMessage, type LinkProfile, type SyncPhaseId,
+  ControlConnection, DATAGRAM_MAX_BYTES, DatagramReceiver, LossyUdpSocket, SYNC_PHASE_IDS, StreamLinkEmulator, ZERO_LINK_PROFILE, encodeDatagram, planChunks,
+  type ControlMessage, type DatagramChunk, type LinkProfile, type SyncPhaseId, type WireFormat,
 } from "../net/index.js";
 import { createGroupLayout, type GroupKind, type GroupLayout, type Placement } from "../partition/index.js";
 import { GroupWorker } from "./groupWorker.js";
@@ -46,6 +46,11 @@ interface Session {
   coordinatorAddress: string;
   coordinatorUdpPort: number;
   receiver: DatagramReceiver | undefined;
+  /** The plan's wire format and its chunk plan. */
+  wire: WireFormat;
+  chunks: DatagramChunk[];
+  /** Partial sums sent over TCP (strict mode, prefill) cross the emulated link here. */
+  stream: StreamLinkEmulator;
 }
 
 export class WorkerNode {
@@ -122,8 +127,10 @@ export class WorkerNode {
       return;
     }
     // A newer coordinator replaces the old one (a restarted coordinator, F9).
-    this.session?.connection.destroy();
-    this.session = undefined;
+    if (this.session !== undefined) {
+      this.session.connection.destroy();
+      this.endSession(this.session.connection);
+    }
     try {
       for await (const message of connection) await this.onMessage(connection, socket, message);
     } catch (error) {
@@ -134,7 +141,9 @@ export class WorkerNode {
   }
 
   private endSession(connection: ControlConnection): void {
-    if (this.session?.connection === connection) this.session = undefined;
+    if (this.session?.connection !== connection) return;
+    this.session.stream.destroy();
+    this.session = undefined;
   }
 
   private async onMessage(connection: ControlConnection, socket: Socket, message: ControlMessage): Promise<void> {
@@ -146,7 +155,11 @@ export class WorkerNode {
           await connection.close();
           return;
         }
-        this.session = { connection, nodeIndex: message.nodeIndex, sessionId: message.sessionId, epoch: message.epoch, coordinatorAddress: socket.remoteAddress ?? "127.0.0.1", coordinatorUdpPort: message.coordinatorUdpPort, receiver: undefined };
+        this.session = {
+          connection, nodeIndex: message.nodeIndex, sessionId: message.sessionId, epoch: message.epoch, coordinatorAddress: socket.remoteAddress ?? "127.0.0.1", coordinatorUdpPort: message.coordinatorUdpPort,
+          receiver: undefined, wire: "q8_0", chunks: planChunks(this.options.model.config.dim),
+          stream: new StreamLinkEmulator({ profile: this.options.linkProfile ?? ZERO_LINK_PROFILE, seed: (this.options.seed ?? 1) + 104_729, clock: this.options.clock ?? systemClock }),
+        };
         this.groupWorker.reset();
         connection.send({ type: "join-ok", udpPort: this.udpPort, profile: { nThreads: 1, memoryBytes: 0, kernels: this.options.kernels.name, cpuModel: cpus()[0]?.model ?? "unknown", matvecGflops: 0 } });
         return;
@@ -159,7 +172,11 @@ export class WorkerNode {
         const placement = placementFromRanges(layers, this.layout, message.ffnBlockSize, this.options.model.config.hiddenDim);
         this.groupWorker.setPlacement(placement, 1);
         session.epoch = message.epoch;
+        session.wire = message.wire;
+        session.chunks = planChunks(this.options.model.config.dim, message.wire);
         session.receiver = this.createReceiver(session, placement);
+        // A worker that joins mid-sequence starts at the coordinator's position; what came before stays masked.
+        session.receiver.setCurrent(message.position, 0, 0);
         connection.send({ type: "plan-ok", sequence: message.sequence });
         return;
       }
@@ -167,9 +184,13 @@ export class WorkerNode {
         const session = this.requireSession(connection, "input");
         const nValues = message.nTokens * this.options.model.config.dim;
         if (message.nTokens > 512) throw new HaloError("HALO_ERR_MESSAGE_INVALID", `${message.nTokens} tokens in one input; at most 512`);
-        decodeVectors(message.data, nValues, this.input);
+        decodeVectors(message.data, nValues, this.input, session.wire);
         const partial = this.groupWorker.compute(message.phase, message.layer, message.position, message.nTokens, this.input);
-        connection.send({ type: "partial", position: message.position, nTokens: message.nTokens, layer: message.layer, phase: message.phase, data: encodeVectors(partial, nValues) });
+        const data = encodeVectors(partial, nValues, session.wire);
+        const reply: ControlMessage = { type: "partial", position: message.position, nTokens: message.nTokens, layer: message.layer, phase: message.phase, data };
+        session.stream.send(data.byteLength, () => {
+          if (this.session === session) connection.send(reply);
+        });
         this.counters.stepsComputed++;
         if (message.layer === this.options.model.config.nLayers - 1 && message.phase === "ffn") session.receiver?.setCurrent(message.position + message.nTokens, 0, 0);
         return;
@@ -207,6 +228,7 @@ export class WorkerNode {
       dim: config.dim,
       nLayers: config.nLayers,
       nSenders: 1,
+      format: session.wire,
       keys: (sender) => (sender === 0 ? key : undefined),
       mayContribute: (_sender, layer, phase) => this.groupWorker.groupsOf(layer, PHASES[phase]!).length > 0 && placement.layers[layer] !== undefined,
       maxStepsAhead: 2 * config.nLayers,
@@ -220,8 +242,7 @@ export class WorkerNode {
     const result = receiver.accept(message);
     if (!result.ok) return;
     const { position, layer, phase } = result.header;
-    const nChunks = planChunks(this.options.model.config.dim).length;
-    if (receiver.chunksReceived(position, layer, phase, 0) < nChunks) return;
+    if (receiver.chunksReceived(position, layer, phase, 0) < session.chunks.length) return;
     // Steps before this one that never completed are lost: their inputs stay uncomputed.
     const skipped = stepIndex(position, layer, phase, this.options.model.config.nLayers) - stepIndex(receiver.position, receiver.layer, receiver.phase, this.options.model.config.nLayers);
     if (skipped > 0) this.counters.stepsMissed += skipped;
@@ -242,12 +263,12 @@ export class WorkerNode {
   }
 
   private sendPartial(session: Session, position: number, layer: number, phase: SyncPhaseId, partial: Float32Array): void {
-    const chunks = planChunks(this.options.model.config.dim);
+    const chunks = session.chunks;
     const key = session.connection.sessionKey;
     const sendTimeUs = Math.floor((this.options.clock ?? systemClock).now() * 1000) >>> 0;
     chunks.forEach((chunk, chunkIndex) => {
       const header = { kind: "partial" as const, sessionId: session.sessionId, epoch: session.epoch, senderIndex: session.nodeIndex, layer, phase, isDuplicateCopy: false, chunkIndex, nChunks: chunks.length, position, offset: chunk.offset, nElements: chunk.nElements, sendTimeUs };
-      const length = encodeDatagram(header, partial, chunk.offset, key, this.datagram);
+      const length = encodeDatagram(header, partial, chunk.offset, key, this.datagram, session.wire);
       this.udp.send(Buffer.from(this.datagram.subarray(0, length)), session.coordinatorUdpPort, session.coordinatorAddress);
       this.counters.datagramsSent++;
     });

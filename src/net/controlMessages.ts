@@ -8,6 +8,7 @@
 import { z } from "zod";
 import { MessageInvalidError, UnexpectedMessageError } from "../base/index.js";
 import { decodeBody, encodeBody, NONCE_BYTES } from "./controlFrames.js";
+import { WIRE_FORMAT_NAMES } from "./wireFormat.js";
 
 /** The control protocol version sent in hello. */
 export const CONTROL_PROTOCOL_VERSION = 1;
@@ -68,8 +69,7 @@ const vectorData = byteString.refine(
   (bytes) => bytes.byteLength > 0 && bytes.byteLength <= CONTROL_LIMITS.maxDataBytes,
   { message: `expected 1 to ${CONTROL_LIMITS.maxDataBytes} bytes` },
 );
-/** How vectors travel in this session (datagrams and reliable messages alike). */
-export const WIRE_FORMAT_NAMES = ["q8_0", "f16", "f32"] as const;
+
 const tensorSlice = {
   /** Token position of the first token. */
   position: u32,

@@ -19,7 +19,8 @@
  */
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { UsageError } from "../base/index.js";
-import { DEFAULT_Q8_MAX_ABS_VALUE, Q8_BLOCK_BYTES, Q8_BLOCK_SIZE, decodeQ8Range, encodeQ8Range } from "./q8Vector.js";
+import { DEFAULT_Q8_MAX_ABS_VALUE, Q8_BLOCK_BYTES, Q8_BLOCK_SIZE } from "./q8Vector.js";
+import { WIRE_FORMATS, type WireFormat } from "./wireFormat.js";
 
 /** The header layout, declared once: the codec and the tests read offsets from this table. */
 export const DATAGRAM_HEADER_FIELDS = {
@@ -50,9 +51,13 @@ export const DATAGRAM_HEADER_BYTES: number = Math.max(...Object.values(F).map((f
 export const DATAGRAM_MAC_BYTES = 16;
 /** The largest datagram sent or accepted, in bytes. */
 export const DATAGRAM_MAX_BYTES = 1400;
+/** Blocks of 32 elements that fit in one datagram: ⌊(1400 − 36 − 16) / blockBytes⌋, i.e. 39 Q8_0, 21 f16 or 10 f32 blocks. */
+export function maxBlocksPerChunk(format: WireFormat = "q8_0"): number {
+  return Math.floor((DATAGRAM_MAX_BYTES - DATAGRAM_HEADER_BYTES - DATAGRAM_MAC_BYTES) / WIRE_FORMATS[format].blockBytes);
+}
 /** Q8_0 blocks that fit in one datagram: ⌊(1400 − 36 − 16) / 34⌋ = 39. */
-export const MAX_BLOCKS_PER_CHUNK: number = Math.floor((DATAGRAM_MAX_BYTES - DATAGRAM_HEADER_BYTES - DATAGRAM_MAC_BYTES) / Q8_BLOCK_BYTES);
-/** The smallest valid datagram: a header, one block and the MAC. */
+export const MAX_BLOCKS_PER_CHUNK: number = maxBlocksPerChunk("q8_0");
+/** The smallest valid datagram: a header, one Q8_0 block (the smallest block of any format) and the MAC. */
 export const DATAGRAM_MIN_BYTES: number = DATAGRAM_HEADER_BYTES + Q8_BLOCK_BYTES + DATAGRAM_MAC_BYTES;
 /** "HA", little-endian. */
 export const DATAGRAM_MAGIC = 0x4148;
@@ -123,10 +128,10 @@ function checkDim(dim: number): void {
  * chunks carry one block more. Both ends derive the same plan from dim, and the receiver
  * accepts a chunk only at exactly its planned range, so chunks never overlap.
  */
-export function planChunks(dim: number): DatagramChunk[] {
+export function planChunks(dim: number, format: WireFormat = "q8_0"): DatagramChunk[] {
   checkDim(dim);
   const nBlocks = dim / Q8_BLOCK_SIZE;
-  const nChunks = Math.ceil(nBlocks / MAX_BLOCKS_PER_CHUNK);
+  const nChunks = Math.ceil(nBlocks / maxBlocksPerChunk(format));
   checkUint("nChunks", nChunks, 0xffff);
   const base = Math.floor(nBlocks / nChunks);
   const nLarger = nBlocks % nChunks;
@@ -140,9 +145,9 @@ export function planChunks(dim: number): DatagramChunk[] {
   return chunks;
 }
 
-/** Bytes of the datagram carrying `nElements` elements. */
-export function datagramByteLength(nElements: number): number {
-  return DATAGRAM_HEADER_BYTES + (nElements / Q8_BLOCK_SIZE) * Q8_BLOCK_BYTES + DATAGRAM_MAC_BYTES;
+/** Bytes of the datagram carrying `nElements` elements in `format`. */
+export function datagramByteLength(nElements: number, format: WireFormat = "q8_0"): number {
+  return DATAGRAM_HEADER_BYTES + (nElements / Q8_BLOCK_SIZE) * WIRE_FORMATS[format].blockBytes + DATAGRAM_MAC_BYTES;
 }
 
 function writeU16(out: Uint8Array, offset: number, value: number): void {
@@ -188,17 +193,18 @@ function readField(src: Uint8Array, field: DatagramHeaderField): number {
 }
 
 /** Checks a header for sending and writes it to out[0, DATAGRAM_HEADER_BYTES); returns the datagram's total length. */
-function writeHeader(header: DatagramHeader, out: Uint8Array): number {
+function writeHeader(header: DatagramHeader, out: Uint8Array, format: WireFormat): number {
   const code = Object.hasOwn(DATAGRAM_KIND_CODES, header.kind) ? DATAGRAM_KIND_CODES[header.kind] : fail(`kind ${String(header.kind)} is not input or partial`);
   for (const name of UINT_FIELDS) checkUint(name, header[name], 2 ** (8 * F[name].sizeBytes) - 1);
   const { nElements, chunkIndex, nChunks } = header;
   checkUint("phase", header.phase, N_SYNC_PHASES - 1);
   if (chunkIndex >= nChunks) fail(`chunkIndex ${chunkIndex} is not below nChunks ${nChunks}`);
   if (header.offset % Q8_BLOCK_SIZE !== 0) fail(`offset ${header.offset} is not a multiple of the block size ${Q8_BLOCK_SIZE}`);
-  if (nElements === 0 || nElements % Q8_BLOCK_SIZE !== 0 || nElements > MAX_BLOCKS_PER_CHUNK * Q8_BLOCK_SIZE) {
-    fail(`nElements ${nElements} is not a positive multiple of ${Q8_BLOCK_SIZE} up to ${MAX_BLOCKS_PER_CHUNK} blocks`);
+  const maxBlocks = maxBlocksPerChunk(format);
+  if (nElements === 0 || nElements % Q8_BLOCK_SIZE !== 0 || nElements > maxBlocks * Q8_BLOCK_SIZE) {
+    fail(`nElements ${nElements} is not a positive multiple of ${Q8_BLOCK_SIZE} up to ${maxBlocks} blocks`);
   }
-  const length = datagramByteLength(nElements);
+  const length = datagramByteLength(nElements, format);
   if (out.length < length) fail(`the output buffer holds ${out.length} bytes, the datagram needs ${length}`);
   writeU16(out, F.magic.offset, DATAGRAM_MAGIC);
   out[F.version.offset] = DATAGRAM_VERSION;
@@ -231,26 +237,26 @@ export function sealDatagram(datagram: Uint8Array, length: number, key: Uint8Arr
 
 /**
  * Encodes one datagram into out[0, n) and returns n: the header, then values[valuesOffset,
- * valuesOffset + header.nElements) quantized to Q8_0, then the MAC under `key` (the sender's
- * session key). A NaN/Inf value or one beyond the f16 range is sent as the reference quantizer
- * writes it (a non-finite scale) and the receiver rejects that chunk as `bad_scale`.
+ * valuesOffset + header.nElements) in the session's wire format (Q8_0 by default), then the MAC
+ * under `key` (the sender's session key). A NaN/Inf value or one beyond the f16 range is sent as
+ * the encoder writes it (a non-finite scale or value) and the receiver rejects that chunk as `bad_scale`.
  * Throws `UsageError` for a header field out of range, a short key or buffer.
  */
-export function encodeDatagram(header: DatagramHeader, values: Float32Array, valuesOffset: number, key: Uint8Array, out: Uint8Array): number {
+export function encodeDatagram(header: DatagramHeader, values: Float32Array, valuesOffset: number, key: Uint8Array, out: Uint8Array, format: WireFormat = "q8_0"): number {
   checkKey(key);
-  const length = writeHeader(header, out);
-  encodeQ8Range(values, valuesOffset, header.nElements, out, DATAGRAM_HEADER_BYTES);
+  const length = writeHeader(header, out, format);
+  WIRE_FORMATS[format].encode(values, valuesOffset, header.nElements, out, DATAGRAM_HEADER_BYTES);
   out.set(computeMac(out, length, key).subarray(0, DATAGRAM_MAC_BYTES), length - DATAGRAM_MAC_BYTES);
   return length;
 }
 
 /**
- * Like `encodeDatagram`, with the payload already quantized: copies header.nElements / 32 Q8_0
- * blocks from blocks[blocksOffset…). Quantize a vector once, then MAC it per worker key.
+ * Like `encodeDatagram`, with the payload already encoded: copies header.nElements / 32 blocks
+ * of `format` from blocks[blocksOffset…). Encode a vector once, then MAC it per worker key.
  */
-export function encodeDatagramBlocks(header: DatagramHeader, blocks: Uint8Array, blocksOffset: number, key: Uint8Array, out: Uint8Array): number {
+export function encodeDatagramBlocks(header: DatagramHeader, blocks: Uint8Array, blocksOffset: number, key: Uint8Array, out: Uint8Array, format: WireFormat = "q8_0"): number {
   checkKey(key);
-  const length = writeHeader(header, out);
+  const length = writeHeader(header, out, format);
   const nBytes = length - DATAGRAM_HEADER_BYTES - DATAGRAM_MAC_BYTES;
   if (!Number.isInteger(blocksOffset) || blocksOffset < 0 || blocksOffset + nBytes > blocks.length) fail(`blocks [${blocksOffset}, +${nBytes}) do not fit in ${blocks.length} bytes`);
   out.set(blocks.subarray(blocksOffset, blocksOffset + nBytes), DATAGRAM_HEADER_BYTES);
@@ -278,7 +284,7 @@ export const DATAGRAM_REJECT_REASONS = [
   "not_authorised", // mayContribute(sender, layer, phase) said no (D11)
   "bad_range", // chunkIndex, nChunks, offset or nElements differ from planChunks(dim)
   "duplicate", // a later copy of an accepted (sender, step, chunk)
-  "bad_scale", // a NaN/Inf scale, or some |d·q| > maxAbsValue (D8)
+  "bad_scale", // a NaN/Inf scale or value, or some decoded |x| > maxAbsValue (D8)
 ] as const;
 
 export type DatagramRejectReason = (typeof DATAGRAM_REJECT_REASONS)[number];
@@ -338,6 +344,8 @@ export interface DatagramReceiverOptions {
   readonly maxStepsAhead?: number;
   /** The bound on every decoded |d·q| (D8). Defaults to DEFAULT_Q8_MAX_ABS_VALUE (65,504). */
   readonly maxAbsValue?: number;
+  /** The session's wire format (the plan message names it). Defaults to Q8_0. */
+  readonly format?: WireFormat;
   /** Caller-owned storage of shape (maxStepsAhead + 1, nSenders, dim), zeroed here; allocated when absent. */
   readonly storage?: Float32Array;
 }
@@ -365,6 +373,7 @@ export class DatagramReceiver {
   readonly nSenders: number;
   readonly maxStepsAhead: number;
   readonly maxAbsValue: number;
+  readonly format: WireFormat;
   /** The chunk plan both ends derive from dim. */
   readonly chunks: readonly DatagramChunk[];
   /** Rejects by reason since construction; every reason is present. */
@@ -411,7 +420,9 @@ export class DatagramReceiver {
     this.nSenders = options.nSenders;
     this.maxStepsAhead = maxStepsAhead;
     this.maxAbsValue = maxAbsValue;
-    this.chunks = Object.freeze(planChunks(options.dim).map((c) => Object.freeze(c)));
+    this.format = options.format ?? "q8_0";
+    if (!Object.hasOwn(WIRE_FORMATS, this.format)) fail(`format ${String(this.format)} is not one of ${Object.keys(WIRE_FORMATS).join(", ")}`);
+    this.chunks = Object.freeze(planChunks(options.dim, this.format).map((c) => Object.freeze(c)));
     const keys = options.keys;
     this.keyFor = typeof keys === "function" ? keys : (senderIndex) => keys.get(senderIndex);
     this.mayContribute = options.mayContribute;
@@ -530,7 +541,8 @@ export class DatagramReceiver {
   private check(datagram: Uint8Array): DatagramRejectReason | undefined {
     // Before the MAC only the datagram's length and fixed-size fields are read.
     const length = datagram.length;
-    if (length < DATAGRAM_MIN_BYTES || length > DATAGRAM_MAX_BYTES || (length - DATAGRAM_HEADER_BYTES - DATAGRAM_MAC_BYTES) % Q8_BLOCK_BYTES !== 0) return "bad_len";
+    const traits = WIRE_FORMATS[this.format];
+    if (length < DATAGRAM_MIN_BYTES || length > DATAGRAM_MAX_BYTES || (length - DATAGRAM_HEADER_BYTES - DATAGRAM_MAC_BYTES) % traits.blockBytes !== 0) return "bad_len";
     if (readU16(datagram, F.magic.offset) !== DATAGRAM_MAGIC) return "bad_magic";
     if (datagram[F.version.offset] !== DATAGRAM_VERSION) return "bad_version";
     if (datagram[F.kind.offset] !== this.kindCode) return "bad_kind";
@@ -554,7 +566,7 @@ export class DatagramReceiver {
     if (step - this.currentStep > this.maxStepsAhead) return "bad_position";
     if (!this.mayContribute(senderIndex, layer, phase as SyncPhaseId)) return "not_authorised";
     const nElements = readU16(datagram, F.nElements.offset);
-    if (datagramByteLength(nElements) !== length) return "bad_len";
+    if (datagramByteLength(nElements, this.format) !== length) return "bad_len";
     const chunkIndex = readU16(datagram, F.chunkIndex.offset);
     const chunk = this.chunks[chunkIndex];
     if (chunk === undefined || readU16(datagram, F.nChunks.offset) !== this.chunks.length || readU32(datagram, F.offset.offset) !== chunk.offset || nElements !== chunk.nElements) {
@@ -565,7 +577,7 @@ export class DatagramReceiver {
     const seenIndex = row * this.chunks.length + chunkIndex;
     if (this.seen[seenIndex] !== 0) return "duplicate";
     const nBlocks = nElements / Q8_BLOCK_SIZE;
-    if (decodeQ8Range(datagram, DATAGRAM_HEADER_BYTES, nBlocks, this.rows[row]!, chunk.offset, this.maxAbsValue) !== "ok") return "bad_scale";
+    if (traits.decode(datagram, DATAGRAM_HEADER_BYTES, nBlocks, this.rows[row]!, chunk.offset, this.maxAbsValue) !== "ok") return "bad_scale";
     this.seen[seenIndex] = 1;
     this.chunkCounts[row] = this.chunkCounts[row]! + 1;
     this.readHeaderInto(datagram, this.accepted.header);

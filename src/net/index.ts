@@ -6,3 +6,5 @@ export * from "./controlConnection.js";
 export * from "./linkEmulator.js";
 export * from "./linkStats.js";
 export * from "./lossyUdpSocket.js";
+export * from "./wireFormat.js";
+export * from "./streamLinkEmulator.js";

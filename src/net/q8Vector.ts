@@ -46,7 +46,7 @@ export type Q8DecodeStatus = "ok" | "non_finite_scale" | "above_max_abs";
  * again): the decoder reads one scale per 32 elements and a table read is several times
  * cheaper than `halfToFloat`'s arithmetic.
  */
-const HALF_TO_FLOAT: Float32Array = (() => {
+export const HALF_TO_FLOAT: Float32Array = (() => {
   const table = new Float32Array(1 << 16);
   for (let h = 0; h < table.length; h++) table[h] = halfToFloat(h);
   return table;

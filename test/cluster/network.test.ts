@@ -5,7 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
-import { ClusterCoordinator, WorkerNode, modelSha256, type SyncMode } from "../../src/cluster/index.js";
+import { ClusterCoordinator, WorkerNode, modelSha256, type DeadlineOptions, type SyncMode } from "../../src/cluster/index.js";
+import type { WireFormat } from "../../src/net/index.js";
 import { Engine, Sampler, generate } from "../../src/engine/index.js";
 import { HaloError } from "../../src/base/index.js";
 import { loadStories, maxAbsDiff, readGolden, stories260KPath, testKernels } from "../helpers/golden.js";
@@ -38,7 +39,7 @@ async function startWorkers(n: number, options: { lossRatio?: number; key?: Buff
 }
 
 /** At 0% loss every datagram arrives, so a generous deadline makes the test independent of machine load. */
-async function runCluster(mode: SyncMode, nWorkers: number, lossRatio = 0, deadlines = lossRatio === 0 ? { minMs: 2000, hardMs: 5000 } : { minMs: 20, hardMs: 100 }) {
+async function runCluster(mode: SyncMode, nWorkers: number, lossRatio = 0, options: { wire?: WireFormat; deadlines?: DeadlineOptions; rejoinIntervalMs?: number } = {}) {
   const workers = await startWorkers(nWorkers, { lossRatio });
   const { model } = await loadStories();
   const coordinator = await ClusterCoordinator.connect({
@@ -47,8 +48,10 @@ async function runCluster(mode: SyncMode, nWorkers: number, lossRatio = 0, deadl
     clusterKey,
     workers: workers.map((w) => ({ host: "127.0.0.1", port: w.tcpPort })),
     mode,
-    deadlines,
+    wire: options.wire,
+    deadlines: options.deadlines ?? (lossRatio === 0 ? { minMs: 2000, hardMs: 5000 } : { minMs: 20, hardMs: 100 }),
     linkProfiles: workers.map(() => ({ lossRatio, delayMs: 0, jitterMs: 0, bandwidthMbit: 0 })),
+    rejoinIntervalMs: options.rejoinIntervalMs,
     seed: 7,
   });
   cleanups.push(() => coordinator.close());
@@ -56,20 +59,35 @@ async function runCluster(mode: SyncMode, nWorkers: number, lossRatio = 0, deadl
   return { model, engine, coordinator, workers };
 }
 
+const greedy = (vocabSize: number) => new Sampler(vocabSize, { temperature: 0, seed: 1 });
+
+// Acceptance 1: N = 1, 2, 3, 5, 8 devices, both modes, exact (f32) wire: a single node's logits within 1e-4 and its tokens.
 for (const mode of ["relaxed", "strict"] as const) {
-  for (const nWorkers of [1, 2, 4]) {
-    test(`${mode}, ${nWorkers + 1} devices at 0% loss: the golden logits and 60 greedy tokens`, async () => {
-      const { model, engine, coordinator } = await runCluster(mode, nWorkers);
+  for (const nWorkers of [0, 1, 2, 4, 7]) {
+    test(`${mode}, ${nWorkers + 1} devices at 0% loss, f32 wire: the golden logits within 1e-4 and 60 greedy tokens`, async () => {
+      const { model, engine, coordinator } = await runCluster(mode, nWorkers, 0, { wire: "f32" });
       const logits = Float32Array.from((await engine.evaluate(golden.logits.input_ids, 0, "last"))!);
-      // The wire carries Q8_0 (the default sync precision), so logits match to Q8_0 accuracy, not 1e-4.
-      assert.ok(maxAbsDiff(logits, golden.logits.last) < 0.25, `max diff ${maxAbsDiff(logits, golden.logits.last)}`);
-      const result = await generate(engine, model.tokenizer, new Sampler(model.config.vocabSize, { temperature: 0, seed: 1 }), golden.greedy_prompt.prompt_ids, { maxTokens: 60 });
+      assert.ok(maxAbsDiff(logits, golden.logits.last) < 1e-4, `max diff ${maxAbsDiff(logits, golden.logits.last)}`);
+      const result = await generate(engine, model.tokenizer, greedy(model.config.vocabSize), golden.greedy_prompt.prompt_ids, { maxTokens: 60 });
       assert.deepEqual(result.tokens, golden.greedy_prompt.generated_ids);
       assert.equal(coordinator.totals.droppedContributions, 0);
-      assert.ok(coordinator.totals.expectedContributions > 0);
+      assert.equal(coordinator.totals.expectedContributions > 0, nWorkers > 0);
       await coordinator.close();
     });
   }
+}
+
+for (const [wire, tolerance] of [["q8_0", 0.25], ["f16", 0.01]] as const) {
+  test(`relaxed, 3 devices, ${wire} wire: the golden tokens; logits within ${wire}'s rounding (${tolerance})`, async () => {
+    const { model, engine, coordinator } = await runCluster("relaxed", 2, 0, { wire });
+    const logits = Float32Array.from((await engine.evaluate(golden.logits.input_ids, 0, "last"))!);
+    const diff = maxAbsDiff(logits, golden.logits.last);
+    assert.ok(diff < tolerance && diff > 1e-6, `max diff ${diff}`);
+    const result = await generate(engine, model.tokenizer, greedy(model.config.vocabSize), golden.greedy_prompt.prompt_ids, { maxTokens: 60 });
+    assert.deepEqual(result.tokens, golden.greedy_prompt.generated_ids);
+    assert.equal(coordinator.wire, wire);
+    await coordinator.close();
+  });
 }
 
 test("relaxed at 5% emulated loss completes, finite, and counts dropped contributions; strict is exact", async () => {

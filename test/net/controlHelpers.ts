@@ -18,7 +18,8 @@ import {
   encodeFrame,
   workerAuthMac,
 } from "../../src/net/controlFrames.js";
-import { CONTROL_LIMITS, WIRE_FORMAT_NAMES, decodeControlMessage, encodeControlMessage } from "../../src/net/controlMessages.js";
+import { WIRE_FORMAT_NAMES } from "../../src/net/wireFormat.js";
+import { CONTROL_LIMITS, decodeControlMessage, encodeControlMessage } from "../../src/net/controlMessages.js";
 import type { ControlMessage, ControlMessageType } from "../../src/net/controlMessages.js";
 
 export const CLUSTER_KEY = Buffer.from("0123456789abcdef0123456789abcdef");
