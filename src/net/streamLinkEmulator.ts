@@ -27,6 +27,8 @@ export interface StreamLinkEmulatorOptions {
   mssBytes?: number;
 }
 
+const MAX_RETRANSMISSIONS = 15;
+
 interface PendingMessage {
   atMs: number;
   deliver: () => void;
@@ -71,8 +73,10 @@ export class StreamLinkEmulator {
     const nSegments = Math.max(1, Math.ceil(nBytes / this.mssBytes));
     for (let s = 0; s < nSegments; s++) {
       let rto = this.rtoMs;
-      // The loss draw is per transmission: a retransmitted segment can be lost again.
-      while (this.random.nextFloat() < p.lossRatio) {
+      // The loss draw is per transmission: a retransmitted segment can be lost again, up to
+      // Linux's default tcp_retries2 (15); a link that loses everything is a dead connection,
+      // which heartbeats report, not this model.
+      for (let attempt = 0; attempt < MAX_RETRANSMISSIONS && this.random.nextFloat() < p.lossRatio; attempt++) {
         stallMs += rto;
         rto = Math.min(2 * rto, 60_000);
         this.counters.retransmissions++;
