@@ -95,6 +95,8 @@ export interface WorkerLinkReport extends LinkStatsSnapshot {
   worker: number;
   address: string;
   state: WorkerLinkState;
+  /** Retransmissions the stream link model charged to reliable messages sent to this worker (emulated links only). */
+  emulatedRetransmissions: number;
 }
 
 /** active: computes its groups; lost: dialled again every rejoinIntervalMs; ready: joined again, gets its plan at the next token. */
@@ -111,6 +113,8 @@ interface WorkerLink {
   /** Reliable messages to this worker (strict mode, prefill). */
   stream: StreamLinkEmulator;
   stats: LinkStats;
+  /** Retransmissions of the stream models of earlier connections of this link. */
+  retransmissionsBefore: number;
   /** Pending reliable partials, by step key. */
   waiting: Map<string, (data: Uint8Array | undefined) => void>;
   rejoinTimer: TimerHandle | undefined;
@@ -269,6 +273,7 @@ export class ClusterCoordinator implements Synchronizer {
       emulator: new LinkEmulator({ profile, seed, clock }),
       stream: new StreamLinkEmulator({ profile, seed: seed + 1, clock }),
       stats: new LinkStats(),
+      retransmissionsBefore: 0,
       waiting: new Map(),
       rejoinTimer: undefined,
     };
@@ -293,7 +298,7 @@ export class ClusterCoordinator implements Synchronizer {
 
   /** Per-worker link statistics: loss and late ratios, RTT and jitter, and the link's state. */
   linkStats(): WorkerLinkReport[] {
-    return this.links.map((l) => ({ worker: l.index, address: `${l.address.host}:${l.address.port}`, state: l.state, ...l.stats.snapshot() }));
+    return this.links.map((l) => ({ worker: l.index, address: `${l.address.host}:${l.address.port}`, state: l.state, emulatedRetransmissions: l.retransmissionsBefore + l.stream.counters.retransmissions, ...l.stats.snapshot() }));
   }
 
   localGroups(layerIndex: number, phase: GroupKind): readonly GroupRange[] {
@@ -543,6 +548,7 @@ export class ClusterCoordinator implements Synchronizer {
     }
     link.connection = joined.connection;
     link.udpPort = joined.udpPort;
+    link.retransmissionsBefore += link.stream.counters.retransmissions;
     link.stream = new StreamLinkEmulator({ profile: link.emulator.profile, seed: (this.options.seed ?? 1) * 7919 + link.index + this.totals.workersRejoined + 2, clock: this.clock });
     link.state = "ready";
     void this.pump(link, joined.connection);

@@ -481,11 +481,13 @@ describe("halo doctor", () => {
 });
 
 describe("halo cluster --local", () => {
-  test("strict mode on 3 local processes reproduces the golden greedy tokens", async () => {
-    const args = ["cluster", "--local", "3", "--sync", "strict", "--prompt", "Once upon a time", "--temperature", "0", "-n", "20", "--json"];
-    const result = parseJsonLine<{ tokens: number[]; cluster: { devices: number; mode: string; lostWorkers: number[] } }>(args, await runHalo(args, { timeoutMs: 60_000 }));
+  test("strict mode on 3 local processes at 5% emulated loss reproduces the golden greedy tokens, paying retransmissions", async () => {
+    const args = ["cluster", "--local", "3", "--sync", "strict", "--loss", "5", "--seed", "3", "--wire", "f32", "--prompt", "Once upon a time", "--temperature", "0", "-n", "20", "--json"];
+    type Result = { tokens: number[]; cluster: { devices: number; mode: string; wire: string; lostWorkers: number[]; totals: { droppedContributions: number }; links: Array<{ emulatedRetransmissions: number }> } };
+    const result = parseJsonLine<Result>(args, await runHalo(args, { timeoutMs: 90_000 }));
     assert.deepEqual(result.tokens, golden.greedy_prompt.generated_ids.slice(0, 20));
-    assert.deepEqual([result.cluster.devices, result.cluster.mode, result.cluster.lostWorkers], [3, "strict", []]);
+    assert.deepEqual([result.cluster.devices, result.cluster.mode, result.cluster.wire, result.cluster.lostWorkers, result.cluster.totals.droppedContributions], [3, "strict", "f32", [], 0]);
+    assert.ok(result.cluster.links.reduce((n, l) => n + l.emulatedRetransmissions, 0) > 0, "5% loss on ~400 messages must charge some retransmissions");
   });
 
   test("relaxed mode at 10% emulated loss completes and reports per-token stats and dropped contributions", async () => {
@@ -495,6 +497,9 @@ describe("halo cluster --local", () => {
     assert.equal(result.perToken.length, 20);
     assert.ok(result.cluster.totals.droppedContributions > 0, "10% loss over 20 tokens must drop something");
     assert.ok(result.perToken.every((t) => t.expected === 20 && t.syncWaitMs >= 0));
+    const links = (result as unknown as { cluster: { links: Array<{ worker: number; state: string; lossRatio: number; nDatagramsObserved: number }> } }).cluster.links;
+    assert.deepEqual(links.map((l) => [l.worker, l.state]), [[1, "active"], [2, "active"]]);
+    assert.ok(links.every((l) => l.nDatagramsObserved > 0 && l.lossRatio > 0 && l.lossRatio < 0.5), JSON.stringify(links));
   });
 
   test("--local is required and bounded", async () => {

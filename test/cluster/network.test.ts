@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { ClusterCoordinator, WorkerNode, modelSha256, type DeadlineOptions, type SyncMode } from "../../src/cluster/index.js";
 import type { WireFormat } from "../../src/net/index.js";
-import { Engine, Sampler, generate } from "../../src/engine/index.js";
+import { Engine, Sampler, argmax, generate } from "../../src/engine/index.js";
 import { HaloError } from "../../src/base/index.js";
 import { loadStories, maxAbsDiff, readGolden, stories260KPath, testKernels } from "../helpers/golden.js";
 
@@ -131,4 +131,37 @@ test("a worker that dies mid-generation does not stop it: its groups are dropped
   assert.deepEqual(result.tokens.slice(0, 10), golden.greedy_prompt.generated_ids.slice(0, 10));
   assert.deepEqual(coordinator.lostWorkers, [2]);
   await coordinator.close();
+});
+
+test("critical contributions are awaited up to the hard deadline; the others only until the soft one", async () => {
+  const hardMs = 120;
+  const measure = async (critical: boolean) => {
+    // Worker 2's datagrams are lost 30% of the time, so some of its contributions never complete.
+    const workers = await startWorkers(2);
+    const { model } = await loadStories();
+    const coordinator = await ClusterCoordinator.connect({
+      model, modelSha256: sha, clusterKey, mode: "relaxed",
+      workers: workers.map((w) => ({ host: "127.0.0.1", port: w.tcpPort })),
+      deadlines: { minMs: 5, hardMs, slackMs: 1 },
+      linkProfiles: [{ lossRatio: 0, delayMs: 0, jitterMs: 0, bandwidthMbit: 0 }, { lossRatio: 0.3, delayMs: 0, jitterMs: 0, bandwidthMbit: 0 }],
+      isCritical: critical ? (device) => device === 2 : undefined,
+      seed: 11,
+    });
+    cleanups.push(() => coordinator.close());
+    const engine = new Engine(model.config, model.weights, { kernels: testKernels(), contextLength: 256, synchronizer: coordinator });
+    await engine.evaluate(golden.greedy_prompt.prompt_ids, 0, "last");
+    const before = { ...coordinator.totals };
+    let token = golden.greedy_prompt.generated_ids[0]!;
+    for (let i = 0; i < 12; i++) token = argmax(await engine.step(token, golden.greedy_prompt.prompt_ids.length + i));
+    const dropped = coordinator.totals.droppedContributions - before.droppedContributions;
+    const waitedMs = coordinator.totals.syncWaitMs - before.syncWaitMs;
+    await coordinator.close();
+    return { dropped, waitedMs };
+  };
+  const soft = await measure(false);
+  const critical = await measure(true);
+  assert.ok(soft.dropped > 3 && critical.dropped > 3, `dropped ${soft.dropped} / ${critical.dropped}`);
+  // Each drop of a critical contribution cost the whole hard deadline; a non-critical one far less.
+  assert.ok(critical.waitedMs >= critical.dropped * hardMs * 0.9, `critical: ${critical.waitedMs} ms for ${critical.dropped} drops`);
+  assert.ok(soft.waitedMs < soft.dropped * hardMs * 0.5, `soft: ${soft.waitedMs} ms for ${soft.dropped} drops`);
 });
