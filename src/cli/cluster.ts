@@ -16,6 +16,10 @@ userspace (seeded loss, delay, jitter, bandwidth), and generates like halo run.
       --local N          devices, the coordinator included (1..64)
       --sync MODE        relaxed (UDP, deadlines; default) or strict (TCP, wait for all)
       --wire FORMAT      q8_0 (default), f16 or f32: how hidden states and partial sums travel
+      --shares LIST      relative compute share of each device, the coordinator first (default: equal)
+      --ffn-block N      neurons per FFN group, a multiple of the weights' block size (default 32)
+      --deadline-min MS  relaxed mode: the shortest soft deadline per phase (default 5)
+      --deadline-max MS  relaxed mode: the hard deadline per phase, for critical contributions (default 250)
 ${LINK_FLAGS_HELP}
 ${GENERATION_FLAGS_HELP}`;
 
@@ -66,7 +70,7 @@ export async function clusterCommand(argv: readonly string[], io: CommandIo): Pr
     const started = await Promise.all(Array.from({ length: nDevices - 1 }, (_, i) => startWorker([...forwarded, "--seed", String(seed * 1000 + i + 1)])));
     children.push(...started.map((s) => s.child));
     return await executeGeneration(
-      { ...request, cluster: { workers: started.map((s) => ({ host: "127.0.0.1", port: s.port })), mode: request.mode, wire: request.wire, clusterKey: Buffer.from(LOOPBACK_DEV_KEY), linkProfile, seed } },
+      { ...request, cluster: { workers: started.map((s) => ({ host: "127.0.0.1", port: s.port })), mode: request.mode, wire: request.wire, shares: request.shares, ffnBlockSize: request.ffnBlockSize, deadlines: request.deadlines, clusterKey: Buffer.from(LOOPBACK_DEV_KEY), linkProfile, seed } },
       io,
     );
   } finally {

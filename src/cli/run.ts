@@ -1,8 +1,9 @@
 /** `halo run`: generate text from a prompt, on this machine or with workers (--workers). */
-import { ClusterCoordinator, modelSha256, type SyncMode } from "../cluster/index.js";
+import { UsageError } from "../base/index.js";
+import { ClusterCoordinator, modelSha256, type DeadlineOptions, type SyncMode } from "../cluster/index.js";
 import { Engine, Sampler, generate, type ResolvedSamplingOptions } from "../engine/index.js";
 import { WIRE_FORMAT_NAMES, type LinkProfile, type WireFormat } from "../net/index.js";
-import { booleanFlag, choiceFlag, integerFlag, parseFlags, stringFlag, type FlagSpec, type ParsedFlags } from "./flags.js";
+import { booleanFlag, choiceFlag, integerFlag, numberFlag, parseFlags, stringFlag, type FlagSpec, type ParsedFlags } from "./flags.js";
 import { KEY_FLAGS, LINK_FLAGS, LINK_FLAGS_HELP, parseWorkerList, readClusterKey, readLinkProfile, readSeed } from "./clusterFlags.js";
 import type { CommandIo } from "./io.js";
 import { loadCommandModel } from "./engineSetup.js";
@@ -17,6 +18,10 @@ export const GENERATION_FLAGS = {
   json: { type: "boolean" },
   sync: { type: "string" },
   wire: { type: "string" },
+  shares: { type: "string" },
+  "ffn-block": { type: "string" },
+  "deadline-min": { type: "string" },
+  "deadline-max": { type: "string" },
   ...KEY_FLAGS,
 } as const satisfies FlagSpec;
 
@@ -35,6 +40,10 @@ ${GENERATION_FLAGS_HELP}
       --workers LIST     host:port of each worker (halo worker); this process coordinates
       --sync MODE        relaxed (UDP, deadlines; default) or strict (TCP, wait for all)
       --wire FORMAT      q8_0 (default), f16 or f32: how hidden states and partial sums travel
+      --shares LIST      relative compute share of each device, this one first (default: equal)
+      --ffn-block N      neurons per FFN group, a multiple of the weights' block size (default 32)
+      --deadline-min MS  relaxed mode: the shortest soft deadline per phase (default 5)
+      --deadline-max MS  relaxed mode: the hard deadline per phase, for critical contributions (default 250)
       --cluster-key K    shared secret, at least 16 bytes (or HALO_CLUSTER_KEY); required off loopback
 Link emulation of what this coordinator sends (for testing; workers take the same flags):
 ${LINK_FLAGS_HELP}`;
@@ -50,13 +59,32 @@ export interface GenerationRequest {
     workers: Array<{ host: string; port: number }>;
     mode: SyncMode;
     wire: WireFormat;
+    shares?: number[];
+    ffnBlockSize?: number;
+    deadlines?: DeadlineOptions;
     clusterKey: Buffer;
     linkProfile?: LinkProfile;
     seed?: number;
   };
 }
 
-export function readGenerationFlags(flags: ParsedFlags): Omit<GenerationRequest, "cluster"> & { mode: SyncMode; wire: WireFormat } {
+/** --shares 1,2,1 → [1, 2, 1]: positive finite numbers, one per device. */
+export function readShares(flags: ParsedFlags): number[] | undefined {
+  const value = stringFlag(flags, "shares");
+  if (value === undefined) return undefined;
+  const shares = value.split(",").map((item) => Number(item.trim()));
+  if (shares.length === 0 || shares.some((x) => !(Number.isFinite(x) && x > 0))) throw new UsageError(`--shares takes positive numbers separated by commas, one per device; got '${value}'`);
+  return shares;
+}
+
+function readDeadlines(flags: ParsedFlags): DeadlineOptions {
+  const minMs = numberFlag(flags, "deadline-min", 0, 60_000);
+  const hardMs = numberFlag(flags, "deadline-max", 1, 60_000);
+  if ((minMs ?? 5) > (hardMs ?? 250)) throw new UsageError(`--deadline-min (${minMs ?? 5} ms) must not exceed --deadline-max (${hardMs ?? 250} ms)`);
+  return { minMs, hardMs };
+}
+
+export function readGenerationFlags(flags: ParsedFlags): Omit<GenerationRequest, "cluster"> & { mode: SyncMode; wire: WireFormat; shares: number[] | undefined; ffnBlockSize: number | undefined; deadlines: DeadlineOptions } {
   return {
     modelFlags: readModelFlags(flags),
     sampling: readSamplingFlags(flags),
@@ -66,6 +94,9 @@ export function readGenerationFlags(flags: ParsedFlags): Omit<GenerationRequest,
     json: booleanFlag(flags, "json"),
     mode: choiceFlag(flags, "sync", ["relaxed", "strict"] as const) ?? "relaxed",
     wire: choiceFlag(flags, "wire", WIRE_FORMAT_NAMES) ?? "q8_0",
+    shares: readShares(flags),
+    ffnBlockSize: integerFlag(flags, "ffn-block", 1, 1 << 16),
+    deadlines: readDeadlines(flags),
   };
 }
 
@@ -78,7 +109,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   const request = readGenerationFlags(flags);
   const workerList = stringFlag(flags, "workers");
   const workers = workerList === undefined ? undefined : parseWorkerList(workerList);
-  const cluster = workers === undefined ? undefined : { workers, mode: request.mode, wire: request.wire, clusterKey: readClusterKey(flags, workers.map((w) => w.host)), linkProfile: readLinkProfile(flags), seed: readSeed(flags) };
+  const cluster = workers === undefined ? undefined : { workers, mode: request.mode, wire: request.wire, shares: request.shares, ffnBlockSize: request.ffnBlockSize, deadlines: request.deadlines, clusterKey: readClusterKey(flags, workers.map((w) => w.host)), linkProfile: readLinkProfile(flags), seed: readSeed(flags) };
   return executeGeneration({ ...request, cluster }, io);
 }
 
@@ -96,6 +127,9 @@ export async function executeGeneration(request: GenerationRequest, io: CommandI
         workers: c.workers,
         mode: c.mode,
         wire: c.wire,
+        shares: c.shares,
+        ffnBlockSize: c.ffnBlockSize,
+        deadlines: c.deadlines,
         linkProfiles: c.linkProfile === undefined ? undefined : c.workers.map(() => c.linkProfile!),
         seed: c.seed,
         log: (line) => io.stderr(line + "\n"),

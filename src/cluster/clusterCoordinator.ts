@@ -24,7 +24,8 @@ import {
   encodeDatagramBlocks, planChunks, wireByteLength,
   type ControlMessage, type DatagramChunk, type LinkProfile, type LinkStatsSnapshot, type SyncPhaseId, type WireFormat,
 } from "../net/index.js";
-import { createGroupLayout, devicesInPhase, groupsOfDevice, proportionalPlacement, type GroupKind, type GroupLayout, type GroupRange, type Placement } from "../partition/index.js";
+import { QUANT_TRAITS } from "../kernels/index.js";
+import { DEFAULT_FFN_BLOCK_SIZE, createGroupLayout, devicesInPhase, groupsOfDevice, proportionalPlacement, type GroupKind, type GroupLayout, type GroupRange, type Placement } from "../partition/index.js";
 import { decodeVectors, encodeVectors } from "./wireVectors.js";
 
 export type SyncMode = "relaxed" | "strict";
@@ -55,6 +56,8 @@ export interface ClusterOptions {
   workers: readonly WorkerAddress[];
   /** Share of each device, coordinator first (workers + 1 entries). Defaults to equal shares. */
   shares?: readonly number[];
+  /** Neurons per FFN group. Defaults to DEFAULT_FFN_BLOCK_SIZE (32, one quantization block). */
+  ffnBlockSize?: number;
   mode: SyncMode;
   /** How vectors travel, both ways. Defaults to Q8_0 (DESIGN "Sync precision"); f32 reproduces a single node exactly. */
   wire?: WireFormat;
@@ -234,7 +237,11 @@ export class ClusterCoordinator implements Synchronizer {
     if (shares.length !== nDevices) throw new HaloError("HALO_ERR_USAGE", `${shares.length} shares for ${nDevices} devices (the coordinator and ${options.workers.length} workers)`);
     const wire = options.wire ?? "q8_0";
     if (!Object.hasOwn(WIRE_FORMATS, wire)) throw new HaloError("HALO_ERR_USAGE", `wire format '${String(wire)}' is not one of ${Object.keys(WIRE_FORMATS).join(", ")}`);
-    const layout = createGroupLayout(model.config);
+    const layout = createGroupLayout(model.config, options.ffnBlockSize ?? DEFAULT_FFN_BLOCK_SIZE);
+    // W2's columns of an FFN group must be whole quantization blocks.
+    const ffnDown = model.weights.layers[0]!.ffnDown;
+    const blockSize = QUANT_TRAITS[ffnDown.type].blockSize;
+    if (layout.ffnBlockSize % blockSize !== 0) throw new HaloError("HALO_ERR_USAGE", `FFN block of ${layout.ffnBlockSize} neurons is not a multiple of the ${ffnDown.type} block size ${blockSize}`);
     const placement = proportionalPlacement(layout, model.config.nLayers, shares);
     // Workers off loopback reach the coordinator at whatever address routes to it.
     const host = options.host ?? (options.workers.every((w) => isLoopbackHost(w.host)) ? "127.0.0.1" : "0.0.0.0");
@@ -338,16 +345,20 @@ export class ClusterCoordinator implements Synchronizer {
     const sendTimeUs = Math.floor(this.clock.now() * 1000) >>> 0;
     for (const device of devices) {
       const link = this.links[device - 1]!;
-      this.chunks.forEach((chunk, chunkIndex) => {
-        const header = { kind: "input" as const, sessionId: this.sessionId, epoch: this.epoch, senderIndex: 0, layer: layerIndex, phase: phaseId, isDuplicateCopy: false, chunkIndex, nChunks: this.chunks.length, position: positionStart, offset: chunk.offset, nElements: chunk.nElements, sendTimeUs };
-        const length = encodeDatagramBlocks(header, this.encodedInput, wireByteLength(chunk.offset, this.wire), link.connection.sessionKey, this.datagram, this.wire);
-        const address = link.address.host;
-        // dgram.send reads its buffer later, so each datagram needs its own copy.
-        const datagram = Buffer.from(this.datagram.subarray(0, length));
-        link.emulator.send(datagram, (bytes) => this.udp.send(bytes, link.udpPort, address));
-        this.totals.datagramsSent++;
-        this.totals.bytesSent += length;
-      });
+      // A critical worker gets every input datagram twice: one loss no longer costs its contribution.
+      const nCopies = this.options.isCritical?.(device, layerIndex, phase) === true ? 2 : 1;
+      for (let copy = 0; copy < nCopies; copy++) {
+        this.chunks.forEach((chunk, chunkIndex) => {
+          const header = { kind: "input" as const, sessionId: this.sessionId, epoch: this.epoch, senderIndex: 0, layer: layerIndex, phase: phaseId, isDuplicateCopy: copy > 0, chunkIndex, nChunks: this.chunks.length, position: positionStart, offset: chunk.offset, nElements: chunk.nElements, sendTimeUs };
+          const length = encodeDatagramBlocks(header, this.encodedInput, wireByteLength(chunk.offset, this.wire), link.connection.sessionKey, this.datagram, this.wire);
+          const address = link.address.host;
+          // dgram.send reads its buffer later, so each datagram needs its own copy.
+          const datagram = Buffer.from(this.datagram.subarray(0, length));
+          link.emulator.send(datagram, (bytes) => this.udp.send(bytes, link.udpPort, address));
+          this.totals.datagramsSent++;
+          this.totals.bytesSent += length;
+        });
+      }
     }
   }
 

@@ -8,7 +8,7 @@ import { createSocket, type RemoteInfo, type Socket as UdpSocket } from "node:dg
 import { createServer, type Server, type Socket } from "node:net";
 import { cpus } from "node:os";
 import { HaloError, describeError, systemClock, type Clock } from "../base/index.js";
-import type { MatrixKernels } from "../kernels/index.js";
+import { QUANT_TRAITS, type MatrixKernels } from "../kernels/index.js";
 import type { LoadedModel } from "../model/index.js";
 import {
   ControlConnection, DATAGRAM_MAX_BYTES, DatagramReceiver, LossyUdpSocket, SYNC_PHASE_IDS, StreamLinkEmulator, ZERO_LINK_PROFILE, encodeDatagram, planChunks,
@@ -55,12 +55,11 @@ interface Session {
 
 export class WorkerNode {
   private session: Session | undefined;
-  private readonly groupWorker: GroupWorker;
-  private readonly layout: GroupLayout;
+  private groupWorker: GroupWorker;
+  private layout: GroupLayout;
   private readonly udp: LossyUdpSocket;
   private readonly input: Float32Array;
   private readonly datagram = new Uint8Array(DATAGRAM_MAX_BYTES);
-  private ffnBlockSize = 0;
   private closed = false;
   /** Inputs computed and partial datagrams sent, for stats and tests. */
   readonly counters = { stepsComputed: 0, stepsMissed: 0, datagramsSent: 0 };
@@ -68,8 +67,7 @@ export class WorkerNode {
   private constructor(private readonly options: WorkerNodeOptions, private readonly server: Server, udpSocket: UdpSocket) {
     const { model } = options;
     this.layout = createGroupLayout(model.config);
-    const contextLength = options.contextLength ?? Math.min(model.config.contextLength, 4096);
-    this.groupWorker = new GroupWorker(model.config, model.weights, options.kernels, this.layout, contextLength, 512);
+    this.groupWorker = this.createGroupWorker();
     this.input = new Float32Array(512 * model.config.dim);
     this.udp = new LossyUdpSocket({ socket: udpSocket, profile: options.linkProfile ?? ZERO_LINK_PROFILE, seed: options.seed ?? 1, clock: options.clock ?? systemClock });
     udpSocket.on("message", (message: Buffer, remote: RemoteInfo) => this.onDatagram(message, remote));
@@ -108,6 +106,21 @@ export class WorkerNode {
     this.session?.connection.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     await this.udp.close();
+  }
+
+  private createGroupWorker(): GroupWorker {
+    const { model } = this.options;
+    const contextLength = this.options.contextLength ?? Math.min(model.config.contextLength, 4096);
+    return new GroupWorker(model.config, model.weights, this.options.kernels, this.layout, contextLength, 512);
+  }
+
+  /** The coordinator chose another FFN block size: regroup (the KV cache starts empty anyway after join). */
+  private useFfnBlockSize(ffnBlockSize: number): void {
+    const ffnDown = this.options.model.weights.layers[0]!.ffnDown;
+    const blockSize = QUANT_TRAITS[ffnDown.type].blockSize;
+    if (ffnBlockSize % blockSize !== 0) throw new HaloError("HALO_ERR_MESSAGE_INVALID", `plan FFN block size ${ffnBlockSize} is not a multiple of the ${ffnDown.type} block size ${blockSize}`);
+    this.layout = createGroupLayout(this.options.model.config, ffnBlockSize);
+    this.groupWorker = this.createGroupWorker();
   }
 
   private log(line: string): void {
@@ -168,7 +181,7 @@ export class WorkerNode {
         const session = this.requireSession(connection, "plan");
         const layers = Array.isArray(message.groups) ? message.groups : Array.from({ length: this.options.model.config.nLayers }, () => message.groups as Exclude<typeof message.groups, unknown[]>);
         if (layers.length !== this.options.model.config.nLayers) throw new HaloError("HALO_ERR_MESSAGE_INVALID", `plan for ${layers.length} layers, the model has ${this.options.model.config.nLayers}`);
-        this.ffnBlockSize = message.ffnBlockSize;
+        if (message.ffnBlockSize !== this.layout.ffnBlockSize) this.useFfnBlockSize(message.ffnBlockSize);
         const placement = placementFromRanges(layers, this.layout, message.ffnBlockSize, this.options.model.config.hiddenDim);
         this.groupWorker.setPlacement(placement, 1);
         session.epoch = message.epoch;

@@ -40,7 +40,12 @@ export class Engine {
     this.contextLength = options.contextLength ?? Math.min(config.contextLength, DEFAULT_CONTEXT_CAP);
     if (!Number.isInteger(this.contextLength) || this.contextLength < 1) throw new HaloError("HALO_ERR_USAGE", `context length must be a positive integer, got ${this.contextLength}`);
     const maxBatch = Math.min(options.maxBatch ?? DEFAULT_MAX_BATCH, this.contextLength);
-    this.layout = createGroupLayout(config, options.ffnBlockSize ?? DEFAULT_FFN_BLOCK_SIZE);
+    // Group ranges mean nothing without their layout: a synchronizer that fixed one decides it.
+    const planned = options.synchronizer?.layout?.ffnBlockSize;
+    if (planned !== undefined && options.ffnBlockSize !== undefined && planned !== options.ffnBlockSize) {
+      throw new HaloError("HALO_ERR_USAGE", `FFN block size ${options.ffnBlockSize} differs from the synchronizer's ${planned}`);
+    }
+    this.layout = createGroupLayout(config, options.ffnBlockSize ?? planned ?? DEFAULT_FFN_BLOCK_SIZE);
     this.kernels = options.kernels ?? createReferenceKernels();
     this.state = new ForwardState(config, maxBatch, this.contextLength);
     this.kvCache = new KvCache(config.nLayers, this.layout.nAttentionGroups, this.contextLength, config.headDim);

@@ -20,6 +20,8 @@ export interface PhaseStep {
 export type MutablePhaseStep = { -readonly [K in keyof PhaseStep]: PhaseStep[K] };
 
 export interface Synchronizer {
+  /** The group layout the synchronizer's group ranges refer to, when it fixes one (a cluster's plan does). */
+  readonly layout?: GroupLayout;
   /** The groups this device computes for a layer's phase. */
   localGroups(layerIndex: number, phase: GroupKind): readonly GroupRange[];
   /** Called before the local groups run, so remote devices can start at the same time. */

@@ -502,6 +502,25 @@ describe("halo cluster --local", () => {
     assert.ok(links.every((l) => l.nDatagramsObserved > 0 && l.lossRatio > 0 && l.lossRatio < 0.5), JSON.stringify(links));
   });
 
+  test("uneven shares, a finer FFN block and the f32 wire on 4 processes reproduce the golden tokens", async () => {
+    // strict: relaxed mode may rightly drop a late contribution when 4 processes share 2 cores.
+    const args = ["cluster", "--local", "4", "--sync", "strict", "--shares", "3,1,1,0.5", "--ffn-block", "16", "--wire", "f32", "--prompt", "Once upon a time", "--temperature", "0", "-n", "20", "--json"];
+    const result = parseJsonLine<{ tokens: number[]; cluster: { devices: number; totals: { droppedContributions: number } } }>(args, await runHalo(args, { timeoutMs: 60_000 }));
+    assert.deepEqual(result.tokens, golden.greedy_prompt.generated_ids.slice(0, 20));
+    assert.deepEqual([result.cluster.devices, result.cluster.totals.droppedContributions], [4, 0]);
+  });
+
+  test("bad --shares, --wire and --ffn-block values are usage errors", async () => {
+    const cases = [
+      [["cluster", "--local", "3", "--shares", "1,x,1"], "--shares takes positive numbers separated by commas, one per device; got '1,x,1'"],
+      [["cluster", "--local", "3", "--shares", "1,1"], "2 shares for 3 devices (the coordinator and 2 workers)"],
+      [["cluster", "--local", "2", "--wire", "q4_0"], "--wire must be one of q8_0, f16, f32"],
+      [["cluster", "--local", "2", "--ffn-block", "0"], "--ffn-block must be an integer from 1 to 65536"],
+      [["cluster", "--local", "2", "--deadline-min", "300"], "--deadline-min (300 ms) must not exceed --deadline-max (250 ms)"],
+    ] as const;
+    for (const [args, message] of cases) assertErrorLine(args, await runHalo(args, { timeoutMs: 60_000 }), { command: "cluster", exitCode: 2, code: "HALO_ERR_USAGE", message });
+  });
+
   test("--local is required and bounded", async () => {
     for (const [args, message] of [[["cluster"], "--local N is required"], [["cluster", "--local", "0"], "--local must be an integer from 1 to 64"]] as const) {
       assertErrorLine(args, await runHalo(args), { command: "cluster", exitCode: 2, code: "HALO_ERR_USAGE", message });

@@ -9,7 +9,7 @@ import { test } from "node:test";
 import fc from "fast-check";
 import { Engine, attentionContribution, ffnContribution, type GroupComputeContext, type PhaseStep, type Synchronizer } from "../../src/engine/index.js";
 import { SeededRandom } from "../../src/base/random.js";
-import { groupCount, rangesFromIndices, type GroupKind, type GroupRange } from "../../src/partition/index.js";
+import { createGroupLayout, groupCount, rangesFromIndices, type GroupKind, type GroupRange } from "../../src/partition/index.js";
 import { loadStories, maxAbsDiff, readGolden, testKernels } from "../helpers/golden.js";
 
 const FC_SEED = 20261126;
@@ -106,4 +106,12 @@ test("a forward pass split across two devices' groups matches the reference logi
   }
   assert.deepEqual(tokens, golden.greedy_prompt.generated_ids.slice(0, 30));
   model.file.close();
+});
+
+test("the engine takes its FFN grouping from a synchronizer that fixes one, and refuses a conflicting one", async () => {
+  const { model } = await loadStories();
+  const layout = createGroupLayout(model.config, 16);
+  const synchronizer: Synchronizer = { layout, localGroups: (_l, phase) => [{ start: 0, end: groupCount(layout, phase) }], beginPhase: () => undefined, endPhase: () => undefined };
+  assert.equal(new Engine(model.config, model.weights, { synchronizer }).layout.ffnBlockSize, 16);
+  assert.throws(() => new Engine(model.config, model.weights, { synchronizer, ffnBlockSize: 32 }), /FFN block size 32 differs from the synchronizer's 16/);
 });
