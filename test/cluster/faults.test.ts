@@ -1,7 +1,8 @@
 /**
- * RELIABILITY F1 and F6 with real processes: `halo worker` children killed with SIGKILL in the
- * middle of a generation, then restarted on the same port. The coordinator (this process) must
- * finish every token, drop the dead worker's groups, and take the restarted worker back.
+ * RELIABILITY F1, F5, F6 and F9 with real processes: `halo worker` children killed with SIGKILL
+ * in the middle of a generation and restarted on the same port, or stopped with SIGSTOP and
+ * resumed; and a second coordinator taking the workers over. The coordinator (this process) must
+ * finish every token, drop the missing worker's groups, and take the worker back.
  */
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
@@ -11,7 +12,7 @@ import { after, test } from "node:test";
 import { ClusterCoordinator, modelSha256, type SyncMode } from "../../src/cluster/index.js";
 import { Engine, argmax } from "../../src/engine/index.js";
 import { haloMainPath } from "../helpers/cliRunner.js";
-import { loadStories, readGolden, stories260KPath, testKernels } from "../helpers/golden.js";
+import { loadStories, maxAbsDiff, readGolden, stories260KPath, testKernels } from "../helpers/golden.js";
 
 const golden = readGolden();
 const KEY = "a fault-test cluster key, 32 B!!";
@@ -92,4 +93,69 @@ test("F1 + F6, relaxed: kill -9 of a worker mid-generation, generation completes
 
 test("F1 + F6, strict: the same, with the reliable baseline", async () => {
   await killAndRestart("strict");
+});
+
+test("F5: a worker stopped (SIGSTOP) for 2.5 s: tokens keep coming, it is declared lost, and after SIGCONT it is re-admitted without a restart", async () => {
+  const workers = [await startWorkerProcess(0), await startWorkerProcess(0)];
+  const { model } = await loadStories();
+  const coordinator = await ClusterCoordinator.connect({
+    model, modelSha256: modelSha256(stories260KPath()), clusterKey: Buffer.from(KEY), mode: "relaxed",
+    workers: workers.map((w) => ({ host: "127.0.0.1", port: w.port })),
+    deadlines: { minMs: 50, hardMs: 200 },
+    rejoinIntervalMs: 100,
+  });
+  try {
+    const engine = new Engine(model.config, model.weights, { kernels: testKernels(), contextLength: 256, synchronizer: coordinator });
+    const prompt = golden.greedy_prompt.prompt_ids;
+    let logits = (await engine.evaluate(prompt, 0, "last"))!;
+    const stoppedAt = performance.now();
+    workers[1]!.child.kill("SIGSTOP");
+    let resumed = false;
+    let tokensWhileStopped = 0;
+    for (let i = 0; i < 200 && !(resumed && coordinator.totals.workersRejoined === 1); i++) {
+      logits = await engine.step(argmax(logits), prompt.length + i);
+      if (!resumed) tokensWhileStopped++;
+      if (!resumed && performance.now() - stoppedAt > 2500) {
+        workers[1]!.child.kill("SIGCONT");
+        resumed = true;
+      }
+      await sleep(10);
+    }
+    assert.ok(tokensWhileStopped >= 5, `only ${tokensWhileStopped} tokens while the worker was stopped`);
+    assert.deepEqual([coordinator.totals.workersLost, coordinator.totals.workersRejoined, coordinator.lostWorkers], [1, 1, []]);
+    assert.equal(workers[1]!.child.exitCode, null, "the same process came back");
+  } finally {
+    await coordinator.close();
+    for (const child of children) child.kill("SIGKILL");
+  }
+});
+
+test("F9: a new coordinator takes the workers over; the old one sees them gone and still finishes on its own groups", async () => {
+  const workers = [await startWorkerProcess(0), await startWorkerProcess(0)];
+  const { model } = await loadStories();
+  const connect = () => ClusterCoordinator.connect({
+    model, modelSha256: modelSha256(stories260KPath()), clusterKey: Buffer.from(KEY), mode: "relaxed", wire: "f32",
+    workers: workers.map((w) => ({ host: "127.0.0.1", port: w.port })),
+    deadlines: { minMs: 1000, hardMs: 2000 },
+    rejoinIntervalMs: 0,
+  });
+  const old = await connect();
+  const oldEngine = new Engine(model.config, model.weights, { kernels: testKernels(), contextLength: 256, synchronizer: old });
+  await oldEngine.evaluate(golden.greedy_prompt.prompt_ids, 0, "last");
+  const replacement = await connect();
+  try {
+    const engine = new Engine(model.config, model.weights, { kernels: testKernels(), contextLength: 256, synchronizer: replacement });
+    const logits = Float32Array.from((await engine.evaluate(golden.logits.input_ids, 0, "last"))!);
+    assert.ok(maxAbsDiff(logits, golden.logits.last) < 1e-4);
+    // The old session's workers are gone; its phases stop waiting for them at once.
+    for (let i = 0; i < 50 && old.lostWorkers.length < 2; i++) await sleep(20);
+    assert.deepEqual(old.lostWorkers, [1, 2]);
+    const lone = await oldEngine.step(golden.greedy_prompt.generated_ids[0]!, golden.greedy_prompt.prompt_ids.length);
+    assert.ok(lone.every(Number.isFinite));
+    assert.equal(replacement.totals.droppedContributions, 0);
+  } finally {
+    await old.close();
+    await replacement.close();
+    for (const child of children) child.kill("SIGKILL");
+  }
 });

@@ -155,8 +155,9 @@ test("critical contributions are awaited up to the hard deadline; the others onl
     for (let i = 0; i < 12; i++) token = argmax(await engine.step(token, golden.greedy_prompt.prompt_ids.length + i));
     const dropped = coordinator.totals.droppedContributions - before.droppedContributions;
     const waitedMs = coordinator.totals.syncWaitMs - before.syncWaitMs;
+    const datagramsSent = coordinator.totals.datagramsSent - before.datagramsSent;
     await coordinator.close();
-    return { dropped, waitedMs };
+    return { dropped, waitedMs, datagramsSent };
   };
   const soft = await measure(false);
   const critical = await measure(true);
@@ -164,4 +165,6 @@ test("critical contributions are awaited up to the hard deadline; the others onl
   // Each drop of a critical contribution cost the whole hard deadline; a non-critical one far less.
   assert.ok(critical.waitedMs >= critical.dropped * hardMs * 0.9, `critical: ${critical.waitedMs} ms for ${critical.dropped} drops`);
   assert.ok(soft.waitedMs < soft.dropped * hardMs * 0.5, `soft: ${soft.waitedMs} ms for ${soft.dropped} drops`);
+  // The critical worker's inputs go out twice: 3 copies per chunk instead of 2 across the two workers.
+  assert.equal(critical.datagramsSent * 2, soft.datagramsSent * 3);
 });
