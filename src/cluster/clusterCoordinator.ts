@@ -109,6 +109,8 @@ interface WorkerLink {
   index: number;
   address: WorkerAddress;
   connection: ControlConnection;
+  /** The connection's session key, kept: the connection hands out a copy per call. */
+  sessionKey: Buffer;
   udpPort: number;
   state: WorkerLinkState;
   /** Datagrams to this worker. */
@@ -222,7 +224,7 @@ export class ClusterCoordinator implements Synchronizer {
       nLayers: config.nLayers,
       nSenders: links.length + 1,
       format: this.wire,
-      keys: (sender) => (sender >= 1 && sender <= links.length && links[sender - 1]!.state === "active" ? links[sender - 1]!.connection.sessionKey : undefined),
+      keys: (sender) => (sender >= 1 && sender <= links.length && links[sender - 1]!.state === "active" ? links[sender - 1]!.sessionKey : undefined),
       mayContribute: (sender, layer, phase) => placement.layers[layer]![phase === 0 ? "attention" : "ffn"].includes(sender),
     });
     udp.on("message", (message: Buffer) => this.onDatagram(message));
@@ -276,7 +278,7 @@ export class ClusterCoordinator implements Synchronizer {
     const profile = options.linkProfiles?.[index - 1] ?? ZERO_LINK_PROFILE;
     const seed = (options.seed ?? 1) * 7919 + index;
     return {
-      index, address, connection, udpPort, state: "active",
+      index, address, connection, sessionKey: connection.sessionKey, udpPort, state: "active",
       emulator: new LinkEmulator({ profile, seed, clock }),
       stream: new StreamLinkEmulator({ profile, seed: seed + 1, clock }),
       stats: new LinkStats(),
@@ -350,7 +352,7 @@ export class ClusterCoordinator implements Synchronizer {
       for (let copy = 0; copy < nCopies; copy++) {
         this.chunks.forEach((chunk, chunkIndex) => {
           const header = { kind: "input" as const, sessionId: this.sessionId, epoch: this.epoch, senderIndex: 0, layer: layerIndex, phase: phaseId, isDuplicateCopy: copy > 0, chunkIndex, nChunks: this.chunks.length, position: positionStart, offset: chunk.offset, nElements: chunk.nElements, sendTimeUs };
-          const length = encodeDatagramBlocks(header, this.encodedInput, wireByteLength(chunk.offset, this.wire), link.connection.sessionKey, this.datagram, this.wire);
+          const length = encodeDatagramBlocks(header, this.encodedInput, wireByteLength(chunk.offset, this.wire), link.sessionKey, this.datagram, this.wire);
           const address = link.address.host;
           // dgram.send reads its buffer later, so each datagram needs its own copy.
           const datagram = Buffer.from(this.datagram.subarray(0, length));
@@ -558,6 +560,7 @@ export class ClusterCoordinator implements Synchronizer {
       return;
     }
     link.connection = joined.connection;
+    link.sessionKey = joined.connection.sessionKey;
     link.udpPort = joined.udpPort;
     link.retransmissionsBefore += link.stream.counters.retransmissions;
     link.stream = new StreamLinkEmulator({ profile: link.emulator.profile, seed: (this.options.seed ?? 1) * 7919 + link.index + this.totals.workersRejoined + 2, clock: this.clock });

@@ -46,6 +46,8 @@ interface Session {
   coordinatorAddress: string;
   coordinatorUdpPort: number;
   receiver: DatagramReceiver | undefined;
+  /** The connection's session key (the connection hands out a copy per call). */
+  key: Buffer;
   /** The plan's wire format and its chunk plan. */
   wire: WireFormat;
   chunks: DatagramChunk[];
@@ -170,7 +172,7 @@ export class WorkerNode {
         }
         this.session = {
           connection, nodeIndex: message.nodeIndex, sessionId: message.sessionId, epoch: message.epoch, coordinatorAddress: socket.remoteAddress ?? "127.0.0.1", coordinatorUdpPort: message.coordinatorUdpPort,
-          receiver: undefined, wire: "q8_0", chunks: planChunks(this.options.model.config.dim),
+          receiver: undefined, key: connection.sessionKey, wire: "q8_0", chunks: planChunks(this.options.model.config.dim),
           stream: new StreamLinkEmulator({ profile: this.options.linkProfile ?? ZERO_LINK_PROFILE, seed: (this.options.seed ?? 1) + 104_729, clock: this.options.clock ?? systemClock }),
         };
         this.groupWorker.reset();
@@ -233,7 +235,7 @@ export class WorkerNode {
 
   private createReceiver(session: Session, placement: Placement): DatagramReceiver {
     const { config } = this.options.model;
-    const key = session.connection.sessionKey;
+    const key = session.key;
     return new DatagramReceiver({
       kind: "input",
       sessionId: session.sessionId,
@@ -277,7 +279,7 @@ export class WorkerNode {
 
   private sendPartial(session: Session, position: number, layer: number, phase: SyncPhaseId, partial: Float32Array): void {
     const chunks = session.chunks;
-    const key = session.connection.sessionKey;
+    const key = session.key;
     const sendTimeUs = Math.floor((this.options.clock ?? systemClock).now() * 1000) >>> 0;
     chunks.forEach((chunk, chunkIndex) => {
       const header = { kind: "partial" as const, sessionId: session.sessionId, epoch: session.epoch, senderIndex: session.nodeIndex, layer, phase, isDuplicateCopy: false, chunkIndex, nChunks: chunks.length, position, offset: chunk.offset, nElements: chunk.nElements, sendTimeUs };

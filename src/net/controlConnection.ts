@@ -453,7 +453,7 @@ export class ControlConnection extends EventEmitter<ControlConnectionEvents> {
 
   private open(sessionKey: Buffer): void {
     this.sessionKeyBytes = sessionKey;
-    this.authenticator = new FrameAuthenticator(sessionKey);
+    this.authenticator = new FrameAuthenticator(sessionKey, this.role);
     this.decoder.maxFrameBytes = this.options.maxFrameBytes;
     this.pendingNonces = undefined;
     void this.remoteAddress; // remember it while the socket is connected

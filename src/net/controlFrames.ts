@@ -167,24 +167,41 @@ function u64le(sequence: number): Buffer {
   return bytes;
 }
 
-/** HMAC-SHA256(sessionKey, sequence u64 LE ‖ body). */
+/** HMAC-SHA256(directionKey, sequence u64 LE ‖ body), under the sender's `frameDirectionKey`. */
 export function frameMac(sessionKey: Uint8Array, sequence: number, body: Uint8Array): Buffer {
   return createHmac("sha256", sessionKey).update(u64le(sequence)).update(body).digest();
 }
 
+/** Which end of a control connection; each direction of frames has its own key. */
+export type FrameDirection = "coordinator" | "worker";
+
+/**
+ * The key that MACs frames sent by `sender`: HMAC-SHA256(sessionKey, "halo-frames-v1-" ‖ sender).
+ * One key per direction, so a frame reflected back to its own sender fails its MAC even though
+ * both directions count sequence numbers from 0.
+ */
+export function frameDirectionKey(sessionKey: Uint8Array, sender: FrameDirection): Buffer {
+  return createHmac("sha256", sessionKey).update(`halo-frames-v1-${sender}`).digest();
+}
+
 /**
  * The MAC state of one authenticated connection: a sending and a receiving sequence number,
- * each counting frames in its direction from 0. A frame is accepted only at the next expected
- * sequence number, so a replayed, reordered or dropped frame fails its MAC.
+ * each counting frames in its direction from 0, and one key per direction. A frame is accepted
+ * only at the next expected sequence number under the peer's direction key, so a replayed,
+ * reordered, dropped or reflected frame fails its MAC.
  */
 export class FrameAuthenticator {
-  private readonly sessionKey: Buffer;
+  private readonly sendKey: Buffer;
+  private readonly receiveKey: Buffer;
   private sendSequenceValue = 0;
   private receiveSequenceValue = 0;
 
-  constructor(sessionKey: Uint8Array) {
+  /** `self` is this end's role: it seals under its own direction key and opens under the peer's. */
+  constructor(sessionKey: Uint8Array, self: FrameDirection) {
     if (sessionKey.byteLength !== 32) throw new UsageError(`sessionKey must be 32 bytes, got ${sessionKey.byteLength}`);
-    this.sessionKey = Buffer.from(sessionKey);
+    if (self !== "coordinator" && self !== "worker") throw new UsageError(`frame direction must be coordinator or worker, got ${String(self)}`);
+    this.sendKey = frameDirectionKey(sessionKey, self);
+    this.receiveKey = frameDirectionKey(sessionKey, self === "coordinator" ? "worker" : "coordinator");
   }
 
   /** Sequence number of the next frame `seal` produces. */
@@ -202,7 +219,7 @@ export class FrameAuthenticator {
     checkOutgoingLength(FRAME_MAC_BYTES + body.byteLength, maxFrameBytes);
     const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + FRAME_MAC_BYTES + body.byteLength);
     frame.writeUInt32LE(FRAME_MAC_BYTES + body.byteLength, 0);
-    frameMac(this.sessionKey, this.sendSequenceValue++, body).copy(frame, FRAME_HEADER_BYTES);
+    frameMac(this.sendKey, this.sendSequenceValue++, body).copy(frame, FRAME_HEADER_BYTES);
     frame.set(body, FRAME_HEADER_BYTES + FRAME_MAC_BYTES);
     return frame;
   }
@@ -212,7 +229,7 @@ export class FrameAuthenticator {
     const sequence = this.receiveSequenceValue;
     if (frame.byteLength <= FRAME_MAC_BYTES) throw new FrameMacError(sequence);
     const body = frame.subarray(FRAME_MAC_BYTES);
-    const expected = frameMac(this.sessionKey, sequence, body);
+    const expected = frameMac(this.receiveKey, sequence, body);
     if (!timingSafeEqual(expected, frame.subarray(0, FRAME_MAC_BYTES))) throw new FrameMacError(sequence);
     this.receiveSequenceValue++;
     return body;

@@ -254,7 +254,7 @@ test("C4: nothing is processed before auth: a join first, a join pipelined befor
   {
     const { accepted, raw } = await workerAndRawCoordinator();
     await raw.nextMessage();
-    raw.write(new FrameAuthenticator(Buffer.alloc(32, 1)).seal(encodeBody(JOIN)));
+    raw.write(new FrameAuthenticator(Buffer.alloc(32, 1), "coordinator").seal(encodeBody(JOIN)));
     await assert.rejects(accepted.promise, (error: unknown) => error instanceof MessageInvalidError && error.field === "(body)");
     await raw.closedPromise;
   }
@@ -371,7 +371,7 @@ test("after the handshake, replayed, reordered and forged frames fail their MAC;
     ],
     [
       "under another key",
-      (raw) => raw.write(new FrameAuthenticator(randomBytes(32)).seal(encodeBody(input(1)))),
+      (raw) => raw.write(new FrameAuthenticator(randomBytes(32), "coordinator").seal(encodeBody(input(1)))),
       0,
       0,
     ],

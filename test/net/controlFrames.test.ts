@@ -20,6 +20,7 @@ import {
   deriveSessionKey,
   encodeBody,
   encodeFrame,
+  frameDirectionKey,
   frameMac,
   macEquals,
   workerAuthMac,
@@ -129,13 +130,13 @@ test("a frame at exactly the cap is accepted; encodeFrame refuses empty and over
 
 test("MAC: frames open in order; replayed, reordered, forged, truncated and wrong-key frames fail", () => {
   const key = Buffer.alloc(32, 9);
-  const sender = new FrameAuthenticator(key);
+  const sender = new FrameAuthenticator(key, "coordinator");
   const bodies = [encodeBody({ a: 1 }), encodeBody({ b: 2 }), encodeBody({ c: 3 })];
   const frames = bodies.map((body) => sender.seal(body));
   const payloadOf = (frame: Buffer): Buffer => frame.subarray(4);
   assert.equal(sender.sendSequence, 3);
 
-  const receiver = new FrameAuthenticator(key);
+  const receiver = new FrameAuthenticator(key, "worker");
   assert.ok(Buffer.from(receiver.open(payloadOf(frames[0]!))).equals(bodies[0]!));
   const macFails = (sequence: number) => (error: unknown) => {
     assert.ok(error instanceof FrameMacError);
@@ -149,7 +150,11 @@ test("MAC: frames open in order; replayed, reordered, forged, truncated and wron
   forged[forged.length - 1]! ^= 1;
   assert.throws(() => receiver.open(forged), macFails(1), "forged body");
   assert.throws(() => receiver.open(payloadOf(frames[1]!).subarray(0, 32)), macFails(1), "MAC only");
-  assert.throws(() => receiver.open(new FrameAuthenticator(Buffer.alloc(32, 8)).seal(bodies[0]!).subarray(4)), macFails(1), "wrong key");
+  assert.throws(() => receiver.open(new FrameAuthenticator(Buffer.alloc(32, 8), "coordinator").seal(bodies[0]!).subarray(4)), macFails(1), "wrong key");
+  // Reflection: the coordinator's own frame 0 sent back to it, and a worker-keyed frame at the right sequence number.
+  const coordinatorSide = new FrameAuthenticator(key, "coordinator");
+  assert.throws(() => coordinatorSide.open(payloadOf(frames[0]!)), macFails(0), "reflected to its sender");
+  assert.throws(() => receiver.open(new FrameAuthenticator(key, "worker").seal(bodies[1]!).subarray(4)), macFails(1), "sealed by the same direction");
   assert.equal(receiver.receiveSequence, 1, "failures do not advance the sequence");
   assert.ok(Buffer.from(receiver.open(payloadOf(frames[1]!))).equals(bodies[1]!));
   assert.ok(Buffer.from(receiver.open(payloadOf(frames[2]!))).equals(bodies[2]!));
@@ -162,6 +167,9 @@ test("the frame MAC and handshake hashes are the documented HMACs", () => {
   const seq = Buffer.alloc(8);
   seq.writeBigUInt64LE(BigInt(sequence));
   assert.deepEqual(frameMac(key, sequence, body), createHmac("sha256", key).update(Buffer.concat([seq, body])).digest());
+  assert.deepEqual(frameDirectionKey(key, "worker"), createHmac("sha256", key).update("halo-frames-v1-worker").digest());
+  const sealed = new FrameAuthenticator(key, "coordinator").seal(body);
+  assert.deepEqual(sealed.subarray(4, 36), frameMac(createHmac("sha256", key).update("halo-frames-v1-coordinator").digest(), 0, body));
   const clusterKey = Buffer.from("a cluster key of some length");
   const workerNonce = Buffer.alloc(16, 1);
   const coordinatorNonce = Buffer.alloc(16, 2);

@@ -142,7 +142,7 @@ export class RawPeer {
     assert.equal(authOk.type, "auth-ok");
     assert.deepEqual(Buffer.from(authOk.mac), workerAuthMac(clusterKey, hello.nonce, coordinatorNonce));
     const sessionKey = deriveSessionKey(clusterKey, hello.nonce, coordinatorNonce);
-    this.authenticator = new FrameAuthenticator(sessionKey);
+    this.authenticator = new FrameAuthenticator(sessionKey, "coordinator");
     return { authFrame, sessionKey };
   }
 
@@ -153,7 +153,7 @@ export class RawPeer {
     const auth = await this.nextMessage();
     assert.equal(auth.type, "auth");
     this.sendPlain({ type: "auth-ok", mac: workerAuthMac(clusterKey, workerNonce, auth.nonce) });
-    this.authenticator = new FrameAuthenticator(deriveSessionKey(clusterKey, workerNonce, auth.nonce));
+    this.authenticator = new FrameAuthenticator(deriveSessionKey(clusterKey, workerNonce, auth.nonce), "worker");
   }
 }
 

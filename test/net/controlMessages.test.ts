@@ -26,12 +26,12 @@ test("every message type round-trips byte for byte through MACed frames split at
     fc.assert(
       fc.property(fc.array(arbitrary as fc.Arbitrary<ControlMessage>, { minLength: 1, maxLength: 4 }), fc.array(fc.nat(), { maxLength: 12 }), (messages, cuts) => {
         const key = Buffer.alloc(32, 1);
-        const sender = new FrameAuthenticator(key);
+        const sender = new FrameAuthenticator(key, "coordinator");
         const bodies = messages.map((message) => encodeControlMessage(message));
         const stream = Buffer.concat(bodies.map((body) => sender.seal(body)));
         const points = [...new Set(cuts.map((cut) => cut % (stream.length + 1))), stream.length].sort((a, b) => a - b);
         const decoder = new FrameDecoder();
-        const receiver = new FrameAuthenticator(key);
+        const receiver = new FrameAuthenticator(key, "worker");
         const received: Uint8Array[] = [];
         let from = 0;
         for (const point of points) {
