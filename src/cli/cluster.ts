@@ -15,7 +15,7 @@ Starts N−1 worker processes and this coordinator on loopback, each worker link
 userspace (seeded loss, delay, jitter, bandwidth), and generates like halo run.
       --local N          devices, the coordinator included (1..64)
       --sync MODE        relaxed (UDP, deadlines; default) or strict (TCP, wait for all)
-      --wire FORMAT      q8_0 (default), f16 or f32: how hidden states and partial sums travel
+      --wire FORMAT      q8_0 (default), q4_0, f16 or f32: how hidden states and partial sums travel
       --shares LIST      relative compute share of each device, the coordinator first (default: equal)
       --ffn-block N      neurons per FFN group, a multiple of the weights' block size (default 32)
       --deadline-min MS  relaxed mode: the shortest soft deadline per phase (default 5)

@@ -39,7 +39,7 @@ Generates text. stdout carries the generated text only; timings go to stderr.
 ${GENERATION_FLAGS_HELP}
       --workers LIST     host:port of each worker (halo worker); this process coordinates
       --sync MODE        relaxed (UDP, deadlines; default) or strict (TCP, wait for all)
-      --wire FORMAT      q8_0 (default), f16 or f32: how hidden states and partial sums travel
+      --wire FORMAT      q8_0 (default), q4_0, f16 or f32: how hidden states and partial sums travel
       --shares LIST      relative compute share of each device, this one first (default: equal)
       --ffn-block N      neurons per FFN group, a multiple of the weights' block size (default 32)
       --deadline-min MS  relaxed mode: the shortest soft deadline per phase (default 5)

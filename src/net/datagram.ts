@@ -19,8 +19,8 @@
  */
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { UsageError } from "../base/index.js";
-import { DEFAULT_Q8_MAX_ABS_VALUE, Q8_BLOCK_BYTES, Q8_BLOCK_SIZE } from "./q8Vector.js";
-import { WIRE_FORMATS, type WireFormat } from "./wireFormat.js";
+import { DEFAULT_Q8_MAX_ABS_VALUE, Q8_BLOCK_SIZE } from "./q8Vector.js";
+import { MIN_WIRE_BLOCK_BYTES, WIRE_FORMATS, type WireFormat } from "./wireFormat.js";
 
 /** The header layout, declared once: the codec and the tests read offsets from this table. */
 export const DATAGRAM_HEADER_FIELDS = {
@@ -51,14 +51,14 @@ export const DATAGRAM_HEADER_BYTES: number = Math.max(...Object.values(F).map((f
 export const DATAGRAM_MAC_BYTES = 16;
 /** The largest datagram sent or accepted, in bytes. */
 export const DATAGRAM_MAX_BYTES = 1400;
-/** Blocks of 32 elements that fit in one datagram: ⌊(1400 − 36 − 16) / blockBytes⌋, i.e. 39 Q8_0, 21 f16 or 10 f32 blocks. */
+/** Blocks of 32 elements that fit in one datagram: ⌊(1400 − 36 − 16) / blockBytes⌋, i.e. 39 Q8_0, 74 Q4_0, 21 f16 or 10 f32 blocks. */
 export function maxBlocksPerChunk(format: WireFormat = "q8_0"): number {
   return Math.floor((DATAGRAM_MAX_BYTES - DATAGRAM_HEADER_BYTES - DATAGRAM_MAC_BYTES) / WIRE_FORMATS[format].blockBytes);
 }
 /** Q8_0 blocks that fit in one datagram: ⌊(1400 − 36 − 16) / 34⌋ = 39. */
 export const MAX_BLOCKS_PER_CHUNK: number = maxBlocksPerChunk("q8_0");
-/** The smallest valid datagram: a header, one Q8_0 block (the smallest block of any format) and the MAC. */
-export const DATAGRAM_MIN_BYTES: number = DATAGRAM_HEADER_BYTES + Q8_BLOCK_BYTES + DATAGRAM_MAC_BYTES;
+/** The smallest valid datagram: a header, one block of the most compact format (Q4_0, 18 bytes) and the MAC. */
+export const DATAGRAM_MIN_BYTES: number = DATAGRAM_HEADER_BYTES + MIN_WIRE_BLOCK_BYTES + DATAGRAM_MAC_BYTES;
 /** "HA", little-endian. */
 export const DATAGRAM_MAGIC = 0x4148;
 export const DATAGRAM_VERSION = 1;

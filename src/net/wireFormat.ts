@@ -5,17 +5,18 @@
  * for all of them and only the bytes per block differ.
  *
  * - `q8_0` (default, DESIGN "Sync precision"): 34 bytes per 32 elements, ggml's Q8_0 layout.
+ * - `q4_0`: 18 bytes per block, ggml's Q4_0 (for comparison: half the bytes, ~8x the error).
  * - `f16`: 64 bytes per block; IEEE half, round to nearest even.
  * - `f32`: 128 bytes per block; exact, for fidelity checks against a single node.
  *
  * Decoding validates before writing anything, as Q8_0 does (RELIABILITY D8): a NaN/Inf value or
  * one beyond `maxAbsValue` rejects the whole range.
  */
-import { floatToHalf } from "../kernels/index.js";
+import { QUANT_TRAITS, floatToHalf } from "../kernels/index.js";
 import { UsageError } from "../base/index.js";
 import { DEFAULT_Q8_MAX_ABS_VALUE, HALF_TO_FLOAT, Q8_BLOCK_BYTES, Q8_BLOCK_SIZE, decodeQ8Range, encodeQ8Range, type Q8DecodeStatus } from "./q8Vector.js";
 
-export const WIRE_FORMAT_NAMES = ["q8_0", "f16", "f32"] as const;
+export const WIRE_FORMAT_NAMES = ["q8_0", "q4_0", "f16", "f32"] as const;
 export type WireFormat = (typeof WIRE_FORMAT_NAMES)[number];
 
 /** Why a range was rejected: Q8_0's reasons, or a NaN/±Inf element of a float format. */
@@ -49,6 +50,32 @@ const Q8_0_FORMAT: WireFormatTraits = {
   blockBytes: Q8_BLOCK_BYTES,
   encode: (values, valuesOffset, nElements, out, outOffset) => void encodeQ8Range(values, valuesOffset, nElements, out, outOffset),
   decode: decodeQ8Range,
+};
+
+const Q4 = QUANT_TRAITS.Q4_0;
+
+const Q4_0_FORMAT: WireFormatTraits = {
+  name: "q4_0",
+  blockSize: Q4.blockSize,
+  blockBytes: Q4.blockBytes,
+  encode(values, valuesOffset, nElements, out, outOffset) {
+    checkElements(nElements);
+    checkFit("q4_0 encode values", valuesOffset, nElements, values.length);
+    checkFit("q4_0 encode out", outOffset, (nElements / Q4.blockSize) * Q4.blockBytes, out.length);
+    Q4.quantizeRowRef(values.subarray(valuesOffset, valuesOffset + nElements), out, outOffset);
+  },
+  decode(src, srcOffset, nBlocks, out, outOffset, maxAbsValue) {
+    checkFit("q4_0 decode src", srcOffset, nBlocks * Q4.blockBytes, src.length);
+    checkFit("q4_0 decode out", outOffset, nBlocks * Q4.blockSize, out.length);
+    for (let b = 0; b < nBlocks; b++) {
+      const h = src[srcOffset + b * Q4.blockBytes]! | (src[srcOffset + b * Q4.blockBytes + 1]! << 8);
+      if ((h & HALF_EXPONENT_MASK) === HALF_EXPONENT_MASK) return "non_finite_scale";
+      // Q4_0 values are d·(q − 8) with q in 0..15: at most 8·|d|.
+      if (8 * Math.abs(HALF_TO_FLOAT[h]!) > maxAbsValue) return "above_max_abs";
+    }
+    Q4.dequantizeRowRef(src, srcOffset, out.subarray(outOffset, outOffset + nBlocks * Q4.blockSize), nBlocks * Q4.blockSize);
+    return "ok";
+  },
 };
 
 const F16_FORMAT: WireFormatTraits = {
@@ -106,7 +133,10 @@ const F32_FORMAT: WireFormatTraits = {
   },
 };
 
-export const WIRE_FORMATS: Readonly<Record<WireFormat, WireFormatTraits>> = { q8_0: Q8_0_FORMAT, f16: F16_FORMAT, f32: F32_FORMAT };
+export const WIRE_FORMATS: Readonly<Record<WireFormat, WireFormatTraits>> = { q8_0: Q8_0_FORMAT, q4_0: Q4_0_FORMAT, f16: F16_FORMAT, f32: F32_FORMAT };
+
+/** The smallest block of any format (Q4_0's 18 bytes), for the datagram length floor. */
+export const MIN_WIRE_BLOCK_BYTES: number = Math.min(...Object.values(WIRE_FORMATS).map((f) => f.blockBytes));
 
 /** The default bound on any decoded |value| (see q8Vector.ts for why 65,504). */
 export const DEFAULT_WIRE_MAX_ABS_VALUE = DEFAULT_Q8_MAX_ABS_VALUE;

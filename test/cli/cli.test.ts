@@ -514,7 +514,7 @@ describe("halo cluster --local", () => {
     const cases = [
       [["cluster", "--local", "3", "--shares", "1,x,1"], "--shares takes positive numbers separated by commas, one per device; got '1,x,1'"],
       [["cluster", "--local", "3", "--shares", "1,1"], "2 shares for 3 devices (the coordinator and 2 workers)"],
-      [["cluster", "--local", "2", "--wire", "q4_0"], "--wire must be one of q8_0, f16, f32"],
+      [["cluster", "--local", "2", "--wire", "q2_k"], "--wire must be one of q8_0, q4_0, f16, f32"],
       [["cluster", "--local", "2", "--ffn-block", "0"], "--ffn-block must be an integer from 1 to 65536"],
       [["cluster", "--local", "2", "--deadline-min", "300"], "--deadline-min (300 ms) must not exceed --deadline-max (250 ms)"],
     ] as const;

@@ -105,7 +105,7 @@ test("constants follow cluster.md: a 36-byte contiguous header, 16-byte MAC, 1,4
   assert.equal(DATAGRAM_MAX_BYTES, 1400);
   assert.equal(MAX_BLOCKS_PER_CHUNK, Math.floor((1400 - 36 - 16) / Q8.blockBytes));
   assert.equal(MAX_BLOCKS_PER_CHUNK, 39);
-  assert.equal(DATAGRAM_MIN_BYTES, 36 + Q8.blockBytes + 16);
+  assert.equal(DATAGRAM_MIN_BYTES, 36 + QUANT_TRAITS.Q4_0.blockBytes + 16);
   assert.equal(datagramByteLength(MAX_BLOCKS_PER_CHUNK * Q8.blockSize), 1378);
   const fields = Object.values(DATAGRAM_HEADER_FIELDS).sort((a, b) => a.offset - b.offset);
   let end = 0;

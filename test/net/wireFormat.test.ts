@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
 import { FakeClock, SeededRandom } from "../../src/base/index.js";
-import { roundToHalf } from "../../src/kernels/index.js";
+import { QUANT_TRAITS, roundToHalf } from "../../src/kernels/index.js";
 import {
   DatagramReceiver, StreamLinkEmulator, WIRE_FORMATS, datagramByteLength, encodeDatagram, maxBlocksPerChunk, planChunks, wireByteLength,
   type WireFormat,
@@ -16,9 +16,9 @@ const FC_SEED = 20261126;
 const KEY = Buffer.alloc(32, 7);
 
 test("block geometry per format: bytes per 32 elements and blocks per 1,400-byte datagram", () => {
-  assert.deepEqual(Object.values(WIRE_FORMATS).map((f) => [f.name, f.blockBytes, maxBlocksPerChunk(f.name)]), [["q8_0", 34, 39], ["f16", 64, 21], ["f32", 128, 10]]);
-  // TinyLlama's dim 2048 = 64 blocks: 2, 4 and 7 datagrams.
-  assert.deepEqual((["q8_0", "f16", "f32"] as const).map((f) => planChunks(2048, f).length), [2, 4, 7]);
+  assert.deepEqual(Object.values(WIRE_FORMATS).map((f) => [f.name, f.blockBytes, maxBlocksPerChunk(f.name)]), [["q8_0", 34, 39], ["q4_0", 18, 74], ["f16", 64, 21], ["f32", 128, 10]]);
+  // TinyLlama's dim 2048 = 64 blocks: 1, 2, 4 and 7 datagrams.
+  assert.deepEqual((["q4_0", "q8_0", "f16", "f32"] as const).map((f) => planChunks(2048, f).length), [1, 2, 4, 7]);
   assert.equal(datagramByteLength(320, "f32"), 36 + 1280 + 16);
   assert.equal(wireByteLength(64, "f16"), 128);
   assert.throws(() => wireByteLength(33, "f32"), /multiple of 32/);
@@ -40,6 +40,25 @@ test("f32 round-trips exactly and f16 rounds each element to the nearest half, f
     }),
     { seed: FC_SEED, numRuns: 200 },
   );
+});
+
+test("q4_0 is ggml's Q4_0 round trip, and a bad scale rejects the range", () => {
+  const random = new SeededRandom(9);
+  const values = Float32Array.from({ length: 96 }, () => random.nextGaussian());
+  const bytes = new Uint8Array(wireByteLength(96, "q4_0"));
+  WIRE_FORMATS.q4_0.encode(values, 0, 96, bytes, 0);
+  const expected = new Uint8Array(bytes.length);
+  QUANT_TRAITS.Q4_0.quantizeRowRef(values, expected, 0);
+  assert.deepEqual(bytes, expected);
+  const out = new Float32Array(100).fill(7);
+  assert.equal(WIRE_FORMATS.q4_0.decode(bytes, 0, 3, out, 4, 65504), "ok");
+  const reference = new Float32Array(96);
+  QUANT_TRAITS.Q4_0.dequantizeRowRef(bytes, 0, reference, 96);
+  assert.deepEqual(out.subarray(4), reference);
+  assert.deepEqual([...out.subarray(0, 4)], [7, 7, 7, 7]);
+  bytes[18] = 0x00;
+  bytes[19] = 0x7c; // +Inf scale in block 1
+  assert.equal(WIRE_FORMATS.q4_0.decode(bytes, 0, 3, out, 4, 65504), "non_finite_scale");
 });
 
 test("a NaN, an infinity or a value beyond maxAbsValue rejects the whole range and writes nothing", () => {
