@@ -15,39 +15,25 @@
  */
 import { randomBytes } from "node:crypto";
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
-import { connect as tcpConnect } from "node:net";
 import { HaloError, describeError, systemClock, type Clock, type TimerHandle } from "../base/index.js";
 import type { PhaseStep, Synchronizer } from "../engine/index.js";
 import type { LoadedModel } from "../model/index.js";
 import {
-  ControlConnection, DATAGRAM_MAX_BYTES, DatagramReceiver, LinkEmulator, LinkStats, SYNC_PHASE_IDS, StreamLinkEmulator, WIRE_FORMATS, ZERO_LINK_PROFILE,
-  encodeDatagramBlocks, planChunks, wireByteLength,
-  type ControlMessage, type DatagramChunk, type LinkProfile, type LinkStatsSnapshot, type SyncPhaseId, type WireFormat,
+  DATAGRAM_MAX_BYTES, DatagramReceiver, SYNC_PHASE_IDS, WIRE_FORMATS, ZERO_LINK_PROFILE, encodeDatagramBlocks, planChunks, wireByteLength,
+  type ControlConnection, type ControlMessage, type DatagramChunk, type LinkProfile, type SyncPhaseId, type WireFormat,
 } from "../net/index.js";
 import { QUANT_TRAITS } from "../kernels/index.js";
 import { DEFAULT_FFN_BLOCK_SIZE, createGroupLayout, devicesInPhase, groupsOfDevice, proportionalPlacement, type GroupKind, type GroupLayout, type GroupRange, type Placement } from "../partition/index.js";
+import { PhaseDeadline, type DeadlineOptions } from "./phaseDeadline.js";
 import { decodeVectors, encodeVectors } from "./wireVectors.js";
+import {
+  createWorkerLink, isLoopbackHost, joinWorker, planMessage, reconnectWorkerLink, reportWorkerLink,
+  type JoinContext, type WorkerAddress, type WorkerLink, type WorkerLinkReport,
+} from "./workerLink.js";
 
 export type SyncMode = "relaxed" | "strict";
 
-export interface WorkerAddress {
-  host: string;
-  port: number;
-}
 
-/**
- * The relaxed-mode wait: like TCP's retransmission timer, mean completion time plus four mean
- * deviations (both EWMAs) plus slack, never below minMs nor above hardMs. Before any sample
- * it is hardMs.
- */
-export interface DeadlineOptions {
-  /** The longest a phase waits (for critical contributions). Defaults to 250 ms. */
-  hardMs?: number;
-  /** The shortest soft deadline, so scheduling noise on a loaded machine is not taken for loss. Defaults to 5 ms. */
-  minMs?: number;
-  /** Added to the learned deadline. Defaults to 1 ms. */
-  slackMs?: number;
-}
 
 export interface ClusterOptions {
   model: LoadedModel;
@@ -93,37 +79,8 @@ export interface PhaseStats {
   workersRejoined: number;
 }
 
-/** One worker link as `linkStats()` reports it. */
-export interface WorkerLinkReport extends LinkStatsSnapshot {
-  worker: number;
-  address: string;
-  state: WorkerLinkState;
-  /** Retransmissions the stream link model charged to reliable messages sent to this worker (emulated links only). */
-  emulatedRetransmissions: number;
-}
 
-/** active: computes its groups; lost: dialled again every rejoinIntervalMs; ready: joined again, gets its plan at the next token. */
-export type WorkerLinkState = "active" | "lost" | "ready";
 
-interface WorkerLink {
-  index: number;
-  address: WorkerAddress;
-  connection: ControlConnection;
-  /** The connection's session key, kept: the connection hands out a copy per call. */
-  sessionKey: Buffer;
-  udpPort: number;
-  state: WorkerLinkState;
-  /** Datagrams to this worker. */
-  emulator: LinkEmulator;
-  /** Reliable messages to this worker (strict mode, prefill). */
-  stream: StreamLinkEmulator;
-  stats: LinkStats;
-  /** Retransmissions of the stream models of earlier connections of this link. */
-  retransmissionsBefore: number;
-  /** Pending reliable partials, by step key. */
-  waiting: Map<string, (data: Uint8Array | undefined) => void>;
-  rejoinTimer: TimerHandle | undefined;
-}
 
 interface PendingRelaxed {
   position: number;
@@ -135,44 +92,10 @@ interface PendingRelaxed {
   finish: () => void;
 }
 
-interface JoinContext {
-  options: ClusterOptions;
-  clock: Clock;
-  sessionId: number;
-  epoch: number;
-  udpPort: number;
-}
 
 const stepKey = (position: number, layer: number, phase: GroupKind): string => `${position}:${layer}:${phase}`;
 
-function isLoopbackHost(host: string): boolean {
-  return host === "localhost" || host === "::1" || host.startsWith("127.");
-}
 
-/** TCP connect, authenticate, join; the plan is the caller's. */
-async function joinWorker(address: WorkerAddress, index: number, ctx: JoinContext): Promise<{ connection: ControlConnection; udpPort: number }> {
-  const { options, clock } = ctx;
-  const socket = tcpConnect({ host: address.host, port: address.port });
-  socket.setNoDelay(true);
-  socket.on("error", () => {
-    // Reported through the connection's close event or the handshake's rejection.
-  });
-  await new Promise<void>((resolve, reject) => {
-    socket.once("connect", () => resolve());
-    socket.once("error", (error) => reject(new HaloError("HALO_ERR_CONNECTION_CLOSED", `cannot reach worker ${address.host}:${address.port}: ${describeError(error)}`)));
-  });
-  const connection = await ControlConnection.connect(socket, { clusterKey: options.clusterKey, clock });
-  try {
-    connection.send({ type: "join", sessionId: ctx.sessionId, epoch: ctx.epoch, nodeIndex: index, modelSha256: options.modelSha256, modelName: options.model.config.name.slice(0, 256), coordinatorUdpPort: ctx.udpPort });
-    const joined = await connection.receive({ deadlineMs: clock.now() + 30_000 });
-    if (joined.type === "error") throw new HaloError("HALO_ERR_PEER_REJECTED", `worker ${address.host}:${address.port} refused to join: ${joined.message} [${joined.code}]`);
-    if (joined.type !== "join-ok") throw new HaloError("HALO_ERR_MESSAGE_UNEXPECTED", `worker ${address.host}:${address.port} answered join with '${joined.type}'`);
-    return { connection, udpPort: joined.udpPort };
-  } catch (error) {
-    connection.destroy();
-    throw error;
-  }
-}
 
 export class ClusterCoordinator implements Synchronizer {
   readonly layout: GroupLayout;
@@ -189,8 +112,7 @@ export class ClusterCoordinator implements Synchronizer {
   private readonly receiver: DatagramReceiver;
   private epoch: number;
   private lastPositionStart = -1;
-  private completionEwmaMs: number | undefined;
-  private completionDeviationMs = 0;
+  private readonly deadline: PhaseDeadline;
   private pendingRelaxed: PendingRelaxed | undefined;
   private reliableWaits: Array<Promise<Uint8Array | undefined>> = [];
   /** The workers the reliable waits belong to, in order. */
@@ -211,6 +133,7 @@ export class ClusterCoordinator implements Synchronizer {
     this.layout = layout;
     this.placement = placement;
     this.wire = options.wire ?? "q8_0";
+    this.deadline = new PhaseDeadline(options.deadlines);
     this.epoch = epoch;
     const { config } = options.model;
     this.coordinatorGroups = placement.layers.map((_, l) => ({ attention: groupsOfDevice(placement, l, "attention", 0), ffn: groupsOfDevice(placement, l, "ffn", 0) }));
@@ -254,15 +177,14 @@ export class ClusterCoordinator implements Synchronizer {
       udp.bind(0, host, () => resolve());
     });
     const clock = options.clock ?? systemClock;
-    const ctx: JoinContext = { options, clock, sessionId: randomBytes(4).readUInt32LE(0), epoch: 1, udpPort: udp.address().port };
+    const ctx: JoinContext = { clusterKey: options.clusterKey, modelSha256: options.modelSha256, modelName: model.config.name, clock, sessionId: randomBytes(4).readUInt32LE(0), epoch: 1, udpPort: udp.address().port };
     const links: WorkerLink[] = [];
     try {
       for (const [i, address] of options.workers.entries()) {
         const index = i + 1;
         const { connection, udpPort } = await joinWorker(address, index, ctx);
-        const link = ClusterCoordinator.createLink(options, clock, index, address, connection, udpPort);
-        links.push(link);
-        connection.send(ClusterCoordinator.planFor(placement, layout, index, ctx.epoch, wire, 0));
+        links.push(createWorkerLink(index, address, connection, udpPort, options.linkProfiles?.[i] ?? ZERO_LINK_PROFILE, (options.seed ?? 1) * 7919 + index, clock));
+        connection.send(planMessage(placement, layout, index, ctx.epoch, wire, 0));
         const planned = await connection.receive({ deadlineMs: clock.now() + 30_000 });
         if (planned.type !== "plan-ok") throw new HaloError("HALO_ERR_MESSAGE_UNEXPECTED", `worker ${address.host}:${address.port} answered plan with '${planned.type}'`);
       }
@@ -274,27 +196,6 @@ export class ClusterCoordinator implements Synchronizer {
     return new ClusterCoordinator(options, links, udp, ctx.sessionId, ctx.epoch, layout, placement);
   }
 
-  private static createLink(options: ClusterOptions, clock: Clock, index: number, address: WorkerAddress, connection: ControlConnection, udpPort: number): WorkerLink {
-    const profile = options.linkProfiles?.[index - 1] ?? ZERO_LINK_PROFILE;
-    const seed = (options.seed ?? 1) * 7919 + index;
-    return {
-      index, address, connection, sessionKey: connection.sessionKey, udpPort, state: "active",
-      emulator: new LinkEmulator({ profile, seed, clock }),
-      stream: new StreamLinkEmulator({ profile, seed: seed + 1, clock }),
-      stats: new LinkStats(),
-      retransmissionsBefore: 0,
-      waiting: new Map(),
-      rejoinTimer: undefined,
-    };
-  }
-
-  private static planFor(placement: Placement, layout: GroupLayout, index: number, epoch: number, wire: WireFormat, position: number): ControlMessage {
-    const groups = placement.layers.map((_, l) => ({
-      attention: groupsOfDevice(placement, l, "attention", index).map((r) => [r.start, r.end] as [number, number]),
-      ffn: groupsOfDevice(placement, l, "ffn", index).map((r) => [r.start, r.end] as [number, number]),
-    }));
-    return { type: "plan", sequence: 1, epoch, groups, ffnBlockSize: layout.ffnBlockSize, wire, position };
-  }
 
   get nDevices(): number {
     return this.links.length + 1;
@@ -307,7 +208,7 @@ export class ClusterCoordinator implements Synchronizer {
 
   /** Per-worker link statistics: loss and late ratios, RTT and jitter, and the link's state. */
   linkStats(): WorkerLinkReport[] {
-    return this.links.map((l) => ({ worker: l.index, address: `${l.address.host}:${l.address.port}`, state: l.state, emulatedRetransmissions: l.retransmissionsBefore + l.stream.counters.retransmissions, ...l.stats.snapshot() }));
+    return this.links.map(reportWorkerLink);
   }
 
   localGroups(layerIndex: number, phase: GroupKind): readonly GroupRange[] {
@@ -405,7 +306,7 @@ export class ClusterCoordinator implements Synchronizer {
       const row = this.receiver.senderValues(positionStart, layerIndex, phaseId, device)!;
       for (let j = 0; j < dim; j++) partial[j] = partial[j]! + row[j]!;
     }
-    if (allArrived) this.learnCompletion(completeMs);
+    if (allArrived) this.deadline.learn(completeMs);
     this.totals.syncWaitMs += this.clock.now() - started;
   }
 
@@ -424,15 +325,7 @@ export class ClusterCoordinator implements Synchronizer {
 
   /** The current soft deadline, from the phase's start. */
   softDeadlineMs(): number {
-    const d = this.options.deadlines ?? {};
-    const hard = this.hardDeadlineMs();
-    if (this.completionEwmaMs === undefined) return hard;
-    const learned = this.completionEwmaMs + 4 * this.completionDeviationMs + (d.slackMs ?? 1);
-    return Math.min(hard, Math.max(d.minMs ?? 5, learned));
-  }
-
-  private hardDeadlineMs(): number {
-    return this.options.deadlines?.hardMs ?? 250;
+    return this.deadline.softMs();
   }
 
   /** Waits until every contribution arrived, or the soft deadline passed with every critical one in, or the hard deadline. */
@@ -453,7 +346,7 @@ export class ClusterCoordinator implements Synchronizer {
         pending.softExpired = true;
         this.checkPending();
       }));
-      timers.push(this.clock.setTimer(this.phaseStartMs + this.hardDeadlineMs() - this.clock.now(), pending.finish));
+      timers.push(this.clock.setTimer(this.phaseStartMs + this.deadline.hardMs - this.clock.now(), pending.finish));
     });
   }
 
@@ -462,17 +355,6 @@ export class ClusterCoordinator implements Synchronizer {
     if (pending === undefined) return;
     const awaited = pending.softExpired ? pending.critical : pending.devices;
     if (this.isComplete(pending.position, pending.layer, pending.phase, awaited)) pending.finish();
-  }
-
-  /** RFC 6298's smoothing: mean gain 1/8, deviation gain 1/4. */
-  private learnCompletion(completeMs: number): void {
-    if (this.completionEwmaMs === undefined) {
-      this.completionEwmaMs = completeMs;
-      this.completionDeviationMs = completeMs / 2;
-      return;
-    }
-    this.completionDeviationMs = 0.75 * this.completionDeviationMs + 0.25 * Math.abs(completeMs - this.completionEwmaMs);
-    this.completionEwmaMs = 0.875 * this.completionEwmaMs + 0.125 * completeMs;
   }
 
   private groupCount(device: number, layerIndex: number, phase: GroupKind): number {
@@ -511,7 +393,7 @@ export class ClusterCoordinator implements Synchronizer {
   private activateRejoined(position: number): void {
     for (const link of this.links) {
       if (link.state !== "ready") continue;
-      link.connection.send(ClusterCoordinator.planFor(this.placement, this.layout, link.index, this.epoch, this.wire, position));
+      link.connection.send(planMessage(this.placement, this.layout, link.index, this.epoch, this.wire, position));
       link.state = "active";
       this.totals.workersRejoined++;
       this.options.log?.(`halo coordinator: worker ${link.index} rejoined at position ${position}`);
@@ -549,7 +431,8 @@ export class ClusterCoordinator implements Synchronizer {
     if (this.closed || link.state !== "lost") return;
     let joined: { connection: ControlConnection; udpPort: number };
     try {
-      joined = await joinWorker(link.address, link.index, { options: this.options, clock: this.clock, sessionId: this.sessionId, epoch: this.epoch, udpPort: this.udp.address().port });
+      const { clusterKey, modelSha256, model } = this.options;
+      joined = await joinWorker(link.address, link.index, { clusterKey, modelSha256, modelName: model.config.name, clock: this.clock, sessionId: this.sessionId, epoch: this.epoch, udpPort: this.udp.address().port });
     } catch {
       // Still down (or refusing): try again later, quietly.
       this.scheduleRejoin(link);
@@ -559,12 +442,7 @@ export class ClusterCoordinator implements Synchronizer {
       joined.connection.destroy();
       return;
     }
-    link.connection = joined.connection;
-    link.sessionKey = joined.connection.sessionKey;
-    link.udpPort = joined.udpPort;
-    link.retransmissionsBefore += link.stream.counters.retransmissions;
-    link.stream = new StreamLinkEmulator({ profile: link.emulator.profile, seed: (this.options.seed ?? 1) * 7919 + link.index + this.totals.workersRejoined + 2, clock: this.clock });
-    link.state = "ready";
+    reconnectWorkerLink(link, joined.connection, joined.udpPort, (this.options.seed ?? 1) * 7919 + link.index + this.totals.workersRejoined + 2, this.clock);
     void this.pump(link, joined.connection);
   }
 

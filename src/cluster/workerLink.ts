@@ -1,0 +1,129 @@
+/**
+ * The coordinator's view of one worker: how it is reached and joined, the emulated links in
+ * front of it, its statistics and state, and the plan message that gives it its groups.
+ */
+import { connect as tcpConnect } from "node:net";
+import { HaloError, describeError, type Clock, type TimerHandle } from "../base/index.js";
+import {
+  ControlConnection, LinkEmulator, LinkStats, StreamLinkEmulator,
+  type ControlMessage, type LinkProfile, type LinkStatsSnapshot, type WireFormat,
+} from "../net/index.js";
+import { groupsOfDevice, type GroupLayout, type Placement } from "../partition/index.js";
+
+export interface WorkerAddress {
+  host: string;
+  port: number;
+}
+
+/** active: computes its groups; lost: dialled again every rejoinIntervalMs; ready: joined again, gets its plan at the next token. */
+export type WorkerLinkState = "active" | "lost" | "ready";
+
+/** One worker link as `ClusterCoordinator.linkStats()` reports it. */
+export interface WorkerLinkReport extends LinkStatsSnapshot {
+  worker: number;
+  address: string;
+  state: WorkerLinkState;
+  /** Retransmissions the stream link model charged to reliable messages sent to this worker (emulated links only). */
+  emulatedRetransmissions: number;
+}
+
+export interface WorkerLink {
+  index: number;
+  address: WorkerAddress;
+  connection: ControlConnection;
+  /** The connection's session key, kept: the connection hands out a copy per call. */
+  sessionKey: Buffer;
+  udpPort: number;
+  state: WorkerLinkState;
+  /** Datagrams to this worker. */
+  emulator: LinkEmulator;
+  /** Reliable messages to this worker (strict mode, prefill). */
+  stream: StreamLinkEmulator;
+  stats: LinkStats;
+  /** Retransmissions of the stream models of earlier connections of this link. */
+  retransmissionsBefore: number;
+  /** Pending reliable partials, by step key. */
+  waiting: Map<string, (data: Uint8Array | undefined) => void>;
+  rejoinTimer: TimerHandle | undefined;
+}
+
+/** What a join says about the session and the model. */
+export interface JoinContext {
+  clusterKey: Uint8Array;
+  modelSha256: string;
+  modelName: string;
+  clock: Clock;
+  sessionId: number;
+  epoch: number;
+  udpPort: number;
+}
+
+export function isLoopbackHost(host: string): boolean {
+  return host === "localhost" || host === "::1" || host.startsWith("127.");
+}
+
+/** TCP connect, authenticate, join; the plan is the caller's. */
+export async function joinWorker(address: WorkerAddress, index: number, ctx: JoinContext): Promise<{ connection: ControlConnection; udpPort: number }> {
+  const { clock } = ctx;
+  const socket = tcpConnect({ host: address.host, port: address.port });
+  socket.setNoDelay(true);
+  socket.on("error", () => {
+    // Reported through the connection's close event or the handshake's rejection.
+  });
+  await new Promise<void>((resolve, reject) => {
+    socket.once("connect", () => resolve());
+    socket.once("error", (error) => reject(new HaloError("HALO_ERR_CONNECTION_CLOSED", `cannot reach worker ${address.host}:${address.port}: ${describeError(error)}`)));
+  });
+  const connection = await ControlConnection.connect(socket, { clusterKey: ctx.clusterKey, clock });
+  try {
+    connection.send({ type: "join", sessionId: ctx.sessionId, epoch: ctx.epoch, nodeIndex: index, modelSha256: ctx.modelSha256, modelName: ctx.modelName.slice(0, 256), coordinatorUdpPort: ctx.udpPort });
+    const joined = await connection.receive({ deadlineMs: clock.now() + 30_000 });
+    if (joined.type === "error") throw new HaloError("HALO_ERR_PEER_REJECTED", `worker ${address.host}:${address.port} refused to join: ${joined.message} [${joined.code}]`);
+    if (joined.type !== "join-ok") throw new HaloError("HALO_ERR_MESSAGE_UNEXPECTED", `worker ${address.host}:${address.port} answered join with '${joined.type}'`);
+    return { connection, udpPort: joined.udpPort };
+  } catch (error) {
+    connection.destroy();
+    throw error;
+  }
+}
+
+export function createWorkerLink(index: number, address: WorkerAddress, connection: ControlConnection, udpPort: number, profile: LinkProfile, seed: number, clock: Clock): WorkerLink {
+  return {
+    index, address, connection, sessionKey: connection.sessionKey, udpPort, state: "active",
+    emulator: new LinkEmulator({ profile, seed, clock }),
+    stream: new StreamLinkEmulator({ profile, seed: seed + 1, clock }),
+    stats: new LinkStats(),
+    retransmissionsBefore: 0,
+    waiting: new Map(),
+    rejoinTimer: undefined,
+  };
+}
+
+/** A joined-again worker's new connection: fresh key and stream model, same statistics. */
+export function reconnectWorkerLink(link: WorkerLink, connection: ControlConnection, udpPort: number, seed: number, clock: Clock): void {
+  link.connection = connection;
+  link.sessionKey = connection.sessionKey;
+  link.udpPort = udpPort;
+  link.retransmissionsBefore += link.stream.counters.retransmissions;
+  link.stream = new StreamLinkEmulator({ profile: link.emulator.profile, seed, clock });
+  link.state = "ready";
+}
+
+export function reportWorkerLink(link: WorkerLink): WorkerLinkReport {
+  return {
+    worker: link.index,
+    address: `${link.address.host}:${link.address.port}`,
+    state: link.state,
+    emulatedRetransmissions: link.retransmissionsBefore + link.stream.counters.retransmissions,
+    ...link.stats.snapshot(),
+  };
+}
+
+/** The plan that gives worker `index` its groups of every layer. */
+export function planMessage(placement: Placement, layout: GroupLayout, index: number, epoch: number, wire: WireFormat, position: number): ControlMessage {
+  const groups = placement.layers.map((_, l) => ({
+    attention: groupsOfDevice(placement, l, "attention", index).map((r) => [r.start, r.end] as [number, number]),
+    ffn: groupsOfDevice(placement, l, "ffn", index).map((r) => [r.start, r.end] as [number, number]),
+  }));
+  return { type: "plan", sequence: 1, epoch, groups, ffnBlockSize: layout.ffnBlockSize, wire, position };
+}
