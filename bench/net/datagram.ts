@@ -20,7 +20,7 @@ import {
   planChunks,
   type DatagramHeader,
   type DatagramKind,
-} from "../../src/net/datagram.js";
+} from "../../src/net/index.js";
 import { encodeQ8Range, q8ByteLength } from "../../src/net/q8Vector.js";
 
 interface Timing {

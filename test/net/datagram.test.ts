@@ -30,7 +30,7 @@ import {
   type DatagramReceiverOptions,
   type DatagramRejectReason,
   type SyncPhaseId,
-} from "../../src/net/datagram.js";
+} from "../../src/net/index.js";
 
 const FC_SEED = 20261127;
 const Q8 = QUANT_TRAITS.Q8_0;
