@@ -20,8 +20,6 @@ export class ForwardState {
   readonly v: Float32Array;
   /** (maxBatch, nHeads·headDim) attention output before W_o */
   readonly attnOut: Float32Array;
-  /** (contextLength) attention scores of one head */
-  readonly scores: Float64Array;
   /** (maxBatch, dim) this device's partial sum of a phase */
   readonly partial: Float32Array;
   /** (maxBatch, dim) scratch for a second group range */
@@ -50,7 +48,6 @@ export class ForwardState {
     this.k = new Float32Array(maxBatch * kvDim);
     this.v = new Float32Array(maxBatch * kvDim);
     this.attnOut = new Float32Array(maxBatch * qDim);
-    this.scores = new Float64Array(contextLength);
     this.partial = new Float32Array(maxBatch * dim);
     this.partialScratch = new Float32Array(maxBatch * dim);
     this.gate = new Float32Array(maxBatch * hiddenDim);
