@@ -163,7 +163,7 @@ export async function executeGeneration(request: GenerationRequest, io: CommandI
       },
     });
     const t = result.timings;
-    const clusterSummary = coordinator === undefined ? undefined : { devices: coordinator.nDevices, mode: request.cluster!.mode, wire: coordinator.wire, lostWorkers: coordinator.lostWorkers, totals: coordinator.totals, links: coordinator.linkStats() };
+    const clusterSummary = coordinator === undefined ? undefined : { devices: coordinator.nDevices, mode: request.cluster!.mode, wire: coordinator.wire, lostWorkers: coordinator.lostWorkers, totals: coordinator.totals, deadlines: coordinator.deadlines(), links: coordinator.linkStats() };
     if (request.json) {
       io.stdout(JSON.stringify({ text: result.text, tokens: result.tokens, promptTokens: promptIds, stopReason: result.stopReason, seed: request.sampling.seed, kernels: kernels.name, timings: t, cluster: clusterSummary, perToken: clusterSummary === undefined ? undefined : perToken }) + "\n");
     } else {

@@ -88,7 +88,12 @@ interface PendingRelaxed {
   phase: SyncPhaseId;
   devices: number[];
   critical: number[];
+  /** Past the soft deadline, or silent for the grace: only critical contributions are awaited now. */
   softExpired: boolean;
+  /** When the wait started, or the latest chunk of this phase arrived. */
+  lastArrivalMs: number;
+  longestSilenceMs: number;
+  graceTimer: TimerHandle | undefined;
   finish: () => void;
 }
 
@@ -288,7 +293,9 @@ export class ClusterCoordinator implements Synchronizer {
     }
     const devices = this.activeDevices(layerIndex, phase);
     const phaseId = SYNC_PHASE_IDS[phase];
-    if (!this.isComplete(positionStart, layerIndex, phaseId, devices)) await this.waitForContributions(positionStart, layerIndex, phase, devices);
+    // Complete before the wait: nothing was silent, as far as this phase can tell.
+    let longestSilenceMs = 0;
+    if (!this.isComplete(positionStart, layerIndex, phaseId, devices)) longestSilenceMs = await this.waitForContributions(positionStart, layerIndex, phase, devices);
     const completeMs = this.clock.now() - this.phaseStartMs;
     let allArrived = true;
     for (const device of devices) {
@@ -306,7 +313,7 @@ export class ClusterCoordinator implements Synchronizer {
       const row = this.receiver.senderValues(positionStart, layerIndex, phaseId, device)!;
       for (let j = 0; j < dim; j++) partial[j] = partial[j]! + row[j]!;
     }
-    if (allArrived) this.deadline.learn(completeMs);
+    if (allArrived) this.deadline.learn(completeMs, longestSilenceMs);
     this.totals.syncWaitMs += this.clock.now() - started;
   }
 
@@ -328,25 +335,54 @@ export class ClusterCoordinator implements Synchronizer {
     return this.deadline.softMs();
   }
 
-  /** Waits until every contribution arrived, or the soft deadline passed with every critical one in, or the hard deadline. */
-  private waitForContributions(position: number, layer: number, phase: GroupKind, devices: number[]): Promise<void> {
+  /** The relaxed-mode wait as learned so far: soft deadline, grace after the latest arrival, hard deadline. */
+  deadlines(): { softMs: number; graceMs: number; hardMs: number } {
+    return { softMs: this.deadline.softMs(), graceMs: this.deadline.graceMs(), hardMs: this.deadline.hardMs };
+  }
+
+  /**
+   * Waits until every contribution arrived, or (soft deadline passed, or no chunk for the grace
+   * after the latest arrival) with every critical one in, or the hard deadline. Resolves with
+   * the longest silence between arrivals, which a complete phase teaches the grace.
+   */
+  private waitForContributions(position: number, layer: number, phase: GroupKind, devices: number[]): Promise<number> {
     const critical = this.options.isCritical === undefined ? [] : devices.filter((d) => this.options.isCritical!(d, layer, phase));
-    return new Promise<void>((resolve) => {
+    return new Promise<number>((resolve) => {
       const timers: TimerHandle[] = [];
       const pending: PendingRelaxed = {
         position, layer, phase: SYNC_PHASE_IDS[phase], devices, critical, softExpired: false,
+        lastArrivalMs: this.clock.now(), longestSilenceMs: 0, graceTimer: undefined,
         finish: () => {
           for (const timer of timers) timer.cancel();
+          pending.graceTimer?.cancel();
           this.pendingRelaxed = undefined;
-          resolve();
+          resolve(Math.max(pending.longestSilenceMs, this.clock.now() - pending.lastArrivalMs));
         },
       };
       this.pendingRelaxed = pending;
-      timers.push(this.clock.setTimer(this.phaseStartMs + this.softDeadlineMs() - this.clock.now(), () => {
+      const expire = (): void => {
         pending.softExpired = true;
         this.checkPending();
-      }));
+      };
+      timers.push(this.clock.setTimer(this.phaseStartMs + this.softDeadlineMs() - this.clock.now(), expire));
       timers.push(this.clock.setTimer(this.phaseStartMs + this.deadline.hardMs - this.clock.now(), pending.finish));
+      this.armGrace(pending, expire);
+    });
+  }
+
+  private armGrace(pending: PendingRelaxed, expire: () => void): void {
+    pending.graceTimer?.cancel();
+    pending.graceTimer = this.clock.setTimer(this.deadline.graceMs(), expire);
+  }
+
+  /** A chunk of the phase being awaited arrived: the silence ends, and the grace starts again. */
+  private noteArrival(pending: PendingRelaxed): void {
+    const now = this.clock.now();
+    pending.longestSilenceMs = Math.max(pending.longestSilenceMs, now - pending.lastArrivalMs);
+    pending.lastArrivalMs = now;
+    if (!pending.softExpired) this.armGrace(pending, () => {
+      pending.softExpired = true;
+      this.checkPending();
     });
   }
 
@@ -380,6 +416,8 @@ export class ClusterCoordinator implements Synchronizer {
     this.totals.bytesReceived += message.byteLength;
     link.stats.recordTransit(sendTimeUs, this.clock.now());
     if (this.receiver.chunksReceived(position, layer, phase, senderIndex) === this.chunks.length) link.stats.recordRtt(this.clock.now() - this.phaseStartMs);
+    const pending = this.pendingRelaxed;
+    if (pending !== undefined && pending.position === position && pending.layer === layer && pending.phase === phase) this.noteArrival(pending);
     this.checkPending();
   }
 

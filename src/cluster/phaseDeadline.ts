@@ -1,7 +1,13 @@
 /**
- * How long relaxed mode waits for a phase's contributions: like TCP's retransmission timer
- * (RFC 6298), the mean completion time plus four mean deviations (both EWMAs, gains 1/8 and
- * 1/4) plus slack, never below minMs nor above hardMs. Before any sample it is hardMs.
+ * How long relaxed mode waits for a phase's contributions. Two learned bounds, each like TCP's
+ * retransmission timer (RFC 6298: an EWMA plus four mean deviations, gains 1/8 and 1/4, plus
+ * slack, never below minMs nor above hardMs; hardMs before any sample):
+ * - the soft deadline, from the phase's start: the time by which every contribution usually
+ *   arrived;
+ * - the grace, from the latest arrival: the longest silence between arrivals of a phase that
+ *   completed. Contributions arrive in a burst once the slowest device is done, so when the
+ *   others are in and nothing has come for that long, what is missing was lost: waiting on to
+ *   the soft deadline would only add its margin to every token that lost a packet.
  * Critical contributions are awaited up to hardMs.
  */
 export interface DeadlineOptions {
@@ -17,8 +23,8 @@ export class PhaseDeadline {
   readonly hardMs: number;
   private readonly minMs: number;
   private readonly slackMs: number;
-  private meanMs: number | undefined;
-  private deviationMs = 0;
+  private readonly completion = new SmoothedTime();
+  private readonly silence = new SmoothedTime();
 
   constructor(options: DeadlineOptions = {}) {
     this.hardMs = options.hardMs ?? 250;
@@ -26,20 +32,40 @@ export class PhaseDeadline {
     this.slackMs = options.slackMs ?? 1;
   }
 
-  /** A phase in which every contribution arrived, `completeMs` after it started. */
-  learn(completeMs: number): void {
-    if (this.meanMs === undefined) {
-      this.meanMs = completeMs;
-      this.deviationMs = completeMs / 2;
-      return;
-    }
-    this.deviationMs = 0.75 * this.deviationMs + 0.25 * Math.abs(completeMs - this.meanMs);
-    this.meanMs = 0.875 * this.meanMs + 0.125 * completeMs;
+  /** A phase in which every contribution arrived: `completeMs` after its start, with at most `longestSilenceMs` between arrivals. */
+  learn(completeMs: number, longestSilenceMs: number): void {
+    this.completion.add(completeMs);
+    this.silence.add(longestSilenceMs);
   }
 
   /** The current soft deadline, from the phase's start. */
   softMs(): number {
-    if (this.meanMs === undefined) return this.hardMs;
-    return Math.min(this.hardMs, Math.max(this.minMs, this.meanMs + 4 * this.deviationMs + this.slackMs));
+    return this.bound(this.completion);
+  }
+
+  /** How long to wait after the latest arrival before taking the rest as lost. */
+  graceMs(): number {
+    return this.bound(this.silence);
+  }
+
+  private bound(time: SmoothedTime): number {
+    if (time.meanMs === undefined) return this.hardMs;
+    return Math.min(this.hardMs, Math.max(this.minMs, time.meanMs + 4 * time.deviationMs + this.slackMs));
+  }
+}
+
+/** RFC 6298's smoothed mean and mean deviation; the first sample sets mean = x, deviation = x/2. */
+class SmoothedTime {
+  meanMs: number | undefined;
+  deviationMs = 0;
+
+  add(sampleMs: number): void {
+    if (this.meanMs === undefined) {
+      this.meanMs = sampleMs;
+      this.deviationMs = sampleMs / 2;
+      return;
+    }
+    this.deviationMs = 0.75 * this.deviationMs + 0.25 * Math.abs(sampleMs - this.meanMs);
+    this.meanMs = 0.875 * this.meanMs + 0.125 * sampleMs;
   }
 }
