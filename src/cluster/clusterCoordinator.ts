@@ -19,11 +19,13 @@ import { HaloError, describeError, systemClock, type Clock, type TimerHandle } f
 import type { PhaseStep, Synchronizer } from "../engine/index.js";
 import type { LoadedModel } from "../model/index.js";
 import {
-  DATAGRAM_MAX_BYTES, DatagramReceiver, SYNC_PHASE_IDS, WIRE_FORMATS, ZERO_LINK_PROFILE, encodeDatagramBlocks, planChunks, wireByteLength,
+  DATAGRAM_MAX_BYTES, DatagramReceiver, NACK_BYTES, SYNC_PHASE_IDS, WIRE_FORMATS, ZERO_LINK_PROFILE,
+  encodeDatagramBlocks, encodeNack, isNackDatagram, openNack, planChunks, wireByteLength,
   type ControlConnection, type ControlMessage, type DatagramChunk, type LinkProfile, type SyncPhaseId, type WireFormat,
 } from "../net/index.js";
 import { QUANT_TRAITS } from "../kernels/index.js";
 import { DEFAULT_FFN_BLOCK_SIZE, createGroupLayout, devicesInPhase, groupsOfDevice, proportionalPlacement, type GroupKind, type GroupLayout, type GroupRange, type Placement } from "../partition/index.js";
+import { MAX_NACK_TRIES, NackScheduler } from "./nackScheduler.js";
 import { PhaseDeadline, type DeadlineOptions } from "./phaseDeadline.js";
 import { decodeVectors, encodeVectors } from "./wireVectors.js";
 import {
@@ -77,6 +79,9 @@ export interface PhaseStats {
   /** Times a worker's connection was lost, and times a lost worker joined again. */
   workersLost: number;
   workersRejoined: number;
+  /** NACKs sent for lost chunks of partial sums, and input chunks sent again on a worker's NACK. */
+  nacksSent: number;
+  chunksResent: number;
 }
 
 
@@ -107,13 +112,21 @@ export class ClusterCoordinator implements Synchronizer {
   readonly placement: Placement;
   readonly wire: WireFormat;
   /** Totals since connect. */
-  readonly totals: PhaseStats = { syncWaitMs: 0, droppedContributions: 0, expectedContributions: 0, droppedGroups: 0, datagramsSent: 0, bytesSent: 0, bytesReceived: 0, workersLost: 0, workersRejoined: 0 };
+  readonly totals: PhaseStats = {
+    syncWaitMs: 0, droppedContributions: 0, expectedContributions: 0, droppedGroups: 0, datagramsSent: 0, bytesSent: 0, bytesReceived: 0, workersLost: 0, workersRejoined: 0, nacksSent: 0, chunksResent: 0,
+  };
   private readonly clock: Clock;
   private readonly coordinatorGroups: Array<Record<GroupKind, GroupRange[]>>;
   private readonly chunks: DatagramChunk[];
   /** The phase input in the wire format, (dim) elements. */
   private readonly encodedInput: Uint8Array;
   private readonly datagram = new Uint8Array(DATAGRAM_MAX_BYTES);
+  private readonly nacks: NackScheduler;
+  private readonly nackDatagram = new Uint8Array(NACK_BYTES);
+  /** The step whose input `encodedInput` holds (relaxed mode), for resending a chunk a worker lost. */
+  private inputStep: { position: number; layer: number; phase: SyncPhaseId } | undefined;
+  /** Times each (worker, chunk) of the current input was sent again: at most once per NACK try. */
+  private readonly resentInputChunks = new Map<number, number>();
   private readonly receiver: DatagramReceiver;
   private epoch: number;
   private lastPositionStart = -1;
@@ -139,6 +152,7 @@ export class ClusterCoordinator implements Synchronizer {
     this.placement = placement;
     this.wire = options.wire ?? "q8_0";
     this.deadline = new PhaseDeadline(options.deadlines);
+    this.nacks = new NackScheduler(this.clock);
     this.epoch = epoch;
     const { config } = options.model;
     this.coordinatorGroups = placement.layers.map((_, l) => ({ attention: groupsOfDevice(placement, l, "attention", 0), ffn: groupsOfDevice(placement, l, "ffn", 0) }));
@@ -250,22 +264,15 @@ export class ClusterCoordinator implements Synchronizer {
     this.receiver.setCurrent(positionStart, layerIndex, phaseId);
     const dim = this.options.model.config.dim;
     WIRE_FORMATS[this.wire].encode(step.input, 0, dim, this.encodedInput, 0);
-    const sendTimeUs = Math.floor(this.clock.now() * 1000) >>> 0;
+    this.inputStep = { position: positionStart, layer: layerIndex, phase: phaseId };
+    this.resentInputChunks.clear();
+    const sendTimeUs = this.sendTimeUs();
     for (const device of devices) {
       const link = this.links[device - 1]!;
       // A critical worker gets every input datagram twice: one loss no longer costs its contribution.
       const nCopies = this.options.isCritical?.(device, layerIndex, phase) === true ? 2 : 1;
       for (let copy = 0; copy < nCopies; copy++) {
-        this.chunks.forEach((chunk, chunkIndex) => {
-          const header = { kind: "input" as const, sessionId: this.sessionId, epoch: this.epoch, senderIndex: 0, layer: layerIndex, phase: phaseId, isDuplicateCopy: copy > 0, chunkIndex, nChunks: this.chunks.length, position: positionStart, offset: chunk.offset, nElements: chunk.nElements, sendTimeUs };
-          const length = encodeDatagramBlocks(header, this.encodedInput, wireByteLength(chunk.offset, this.wire), link.sessionKey, this.datagram, this.wire);
-          const address = link.address.host;
-          // dgram.send reads its buffer later, so each datagram needs its own copy.
-          const datagram = Buffer.from(this.datagram.subarray(0, length));
-          link.emulator.send(datagram, (bytes) => this.udp.send(bytes, link.udpPort, address));
-          this.totals.datagramsSent++;
-          this.totals.bytesSent += length;
-        });
+        for (let chunkIndex = 0; chunkIndex < this.chunks.length; chunkIndex++) this.sendInputChunk(link, chunkIndex, copy > 0, sendTimeUs);
       }
     }
   }
@@ -315,6 +322,45 @@ export class ClusterCoordinator implements Synchronizer {
     }
     if (allArrived) this.deadline.learn(completeMs, longestSilenceMs);
     this.totals.syncWaitMs += this.clock.now() - started;
+  }
+
+  private sendTimeUs(): number {
+    return Math.floor(this.clock.now() * 1000) >>> 0;
+  }
+
+  /** One chunk of the current input (in `encodedInput`, for `inputStep`) to one worker. */
+  private sendInputChunk(link: WorkerLink, chunkIndex: number, isDuplicateCopy: boolean, sendTimeUs: number): void {
+    const step = this.inputStep!;
+    const chunk = this.chunks[chunkIndex]!;
+    const header = {
+      kind: "input" as const, sessionId: this.sessionId, epoch: this.epoch, senderIndex: 0, layer: step.layer, phase: step.phase, isDuplicateCopy,
+      chunkIndex, nChunks: this.chunks.length, position: step.position, offset: chunk.offset, nElements: chunk.nElements, sendTimeUs,
+    };
+    const length = encodeDatagramBlocks(header, this.encodedInput, wireByteLength(chunk.offset, this.wire), link.sessionKey, this.datagram, this.wire);
+    const address = link.address.host;
+    // dgram.send reads its buffer later, so each datagram needs its own copy.
+    const datagram = Buffer.from(this.datagram.subarray(0, length));
+    link.emulator.send(datagram, (bytes) => this.udp.send(bytes, link.udpPort, address));
+    this.totals.datagramsSent++;
+    this.totals.bytesSent += length;
+  }
+
+  /** A worker lost a chunk of the current input and asks for it: send it again (a bounded number of times). */
+  private onNack(message: Buffer): void {
+    const request = openNack(
+      message,
+      { sessionId: this.sessionId, epoch: this.epoch, nChunks: this.chunks.length, nLayers: this.options.model.config.nLayers },
+      (sender) => (sender >= 1 && sender <= this.links.length && this.links[sender - 1]!.state === "active" ? this.links[sender - 1]!.sessionKey : undefined),
+    );
+    const step = this.inputStep;
+    if (typeof request === "string" || step === undefined) return;
+    if (request.position !== step.position || request.layer !== step.layer || request.phase !== step.phase) return;
+    const key = request.senderIndex * 65536 + request.chunkIndex;
+    const timesResent = this.resentInputChunks.get(key) ?? 0;
+    if (timesResent >= MAX_NACK_TRIES) return;
+    this.resentInputChunks.set(key, timesResent + 1);
+    this.sendInputChunk(this.links[request.senderIndex - 1]!, request.chunkIndex, true, this.sendTimeUs());
+    this.totals.chunksResent++;
   }
 
   /** Stops every worker session, stops rejoining, and closes the sockets. Idempotent. */
@@ -409,6 +455,10 @@ export class ClusterCoordinator implements Synchronizer {
   }
 
   private onDatagram(message: Buffer): void {
+    if (isNackDatagram(message)) {
+      this.onNack(message);
+      return;
+    }
     const result = this.receiver.accept(message);
     if (!result.ok) return;
     const { senderIndex, sendTimeUs, position, layer, phase } = result.header;
@@ -416,9 +466,22 @@ export class ClusterCoordinator implements Synchronizer {
     this.totals.bytesReceived += message.byteLength;
     link.stats.recordTransit(sendTimeUs, this.clock.now());
     if (this.receiver.chunksReceived(position, layer, phase, senderIndex) === this.chunks.length) link.stats.recordRtt(this.clock.now() - this.phaseStartMs);
+    else this.nackLaterIfMissing(link, position, layer, phase);
     const pending = this.pendingRelaxed;
     if (pending !== undefined && pending.position === position && pending.layer === layer && pending.phase === phase) this.noteArrival(pending);
     this.checkPending();
+  }
+
+  /** Some chunks of a worker's partial sum arrived: the others should follow at once, else ask for them. */
+  private nackLaterIfMissing(link: WorkerLink, position: number, layer: number, phase: SyncPhaseId): void {
+    const sessionKey = link.sessionKey;
+    this.nacks.onChunk(`${this.epoch}:${link.index}:${position}:${layer}:${phase}`, () => this.receiver.missingChunks(position, layer, phase, link.index), (chunkIndex) => {
+      if (link.sessionKey !== sessionKey || link.state !== "active") return;
+      const length = encodeNack({ sessionId: this.sessionId, epoch: this.epoch, senderIndex: 0, position, layer, phase, chunkIndex, nChunks: this.chunks.length }, sessionKey, this.nackDatagram);
+      const datagram = Buffer.from(this.nackDatagram.subarray(0, length));
+      link.emulator.send(datagram, (bytes) => this.udp.send(bytes, link.udpPort, link.address.host));
+      this.totals.nacksSent++;
+    });
   }
 
   private startNewSequence(): void {

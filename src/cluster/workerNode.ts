@@ -11,11 +11,13 @@ import { HaloError, describeError, systemClock, type Clock } from "../base/index
 import { QUANT_TRAITS, type MatrixKernels } from "../kernels/index.js";
 import type { LoadedModel } from "../model/index.js";
 import {
-  ControlConnection, DATAGRAM_MAX_BYTES, DatagramReceiver, LossyUdpSocket, SYNC_PHASE_IDS, StreamLinkEmulator, ZERO_LINK_PROFILE, encodeDatagram, planChunks,
+  ControlConnection, DATAGRAM_MAX_BYTES, DatagramReceiver, LossyUdpSocket, NACK_BYTES, SYNC_PHASE_IDS, StreamLinkEmulator, ZERO_LINK_PROFILE,
+  encodeDatagram, encodeNack, isNackDatagram, openNack, planChunks,
   type ControlMessage, type DatagramChunk, type LinkProfile, type SyncPhaseId, type WireFormat,
 } from "../net/index.js";
 import { createGroupLayout, type GroupKind, type GroupLayout, type Placement } from "../partition/index.js";
 import { GroupWorker } from "./groupWorker.js";
+import { NackScheduler } from "./nackScheduler.js";
 import { decodeVectors, encodeVectors } from "./wireVectors.js";
 
 export interface WorkerNodeOptions {
@@ -63,12 +65,17 @@ export class WorkerNode {
   private readonly input: Float32Array;
   private readonly datagram = new Uint8Array(DATAGRAM_MAX_BYTES);
   private closed = false;
-  /** Inputs computed and partial datagrams sent, for stats and tests. */
-  readonly counters = { stepsComputed: 0, stepsMissed: 0, datagramsSent: 0 };
+  /** Inputs computed, partial datagrams sent, NACKs sent for lost input chunks, partial chunks sent again on request. */
+  readonly counters = { stepsComputed: 0, stepsMissed: 0, datagramsSent: 0, nacksSent: 0, chunksResent: 0 };
+  private readonly nacks: NackScheduler;
+  private readonly nackDatagram = new Uint8Array(NACK_BYTES);
+  /** The partial-sum datagrams of the last few steps, by step index, so a lost chunk can be sent again. */
+  private readonly recentPartials = new Map<number, Buffer[]>();
 
   private constructor(private readonly options: WorkerNodeOptions, private readonly server: Server, udpSocket: UdpSocket) {
     const { model } = options;
     this.layout = createGroupLayout(model.config);
+    this.nacks = new NackScheduler(options.clock ?? systemClock);
     this.groupWorker = this.createGroupWorker();
     this.input = new Float32Array(512 * model.config.dim);
     this.udp = new LossyUdpSocket({ socket: udpSocket, profile: options.linkProfile ?? ZERO_LINK_PROFILE, seed: options.seed ?? 1, clock: options.clock ?? systemClock });
@@ -190,6 +197,7 @@ export class WorkerNode {
         session.wire = message.wire;
         session.chunks = planChunks(this.options.model.config.dim, message.wire);
         session.receiver = this.createReceiver(session, placement);
+        this.recentPartials.clear();
         // A worker that joins mid-sequence starts at the coordinator's position; what came before stays masked.
         session.receiver.setCurrent(message.position, 0, 0);
         connection.send({ type: "plan-ok", sequence: message.sequence });
@@ -215,6 +223,7 @@ export class WorkerNode {
         // A new sequence is a new epoch, so late datagrams of the old one are stale.
         session.epoch = (session.epoch + 1) >>> 0;
         session.receiver?.reset(session.epoch, 0, 0, 0);
+        this.recentPartials.clear();
         this.groupWorker.reset();
         return;
       }
@@ -254,10 +263,22 @@ export class WorkerNode {
     const session = this.session;
     const receiver = session?.receiver;
     if (session === undefined || receiver === undefined) return;
+    if (isNackDatagram(message)) {
+      this.onNack(session, message);
+      return;
+    }
     const result = receiver.accept(message);
     if (!result.ok) return;
     const { position, layer, phase } = result.header;
-    if (receiver.chunksReceived(position, layer, phase, 0) < session.chunks.length) return;
+    if (receiver.chunksReceived(position, layer, phase, 0) < session.chunks.length) {
+      this.nacks.onChunk(`${session.sessionId}:${session.epoch}:${position}:${layer}:${phase}`, () => receiver.missingChunks(position, layer, phase, 0), (chunkIndex) => {
+        if (this.session !== session) return;
+        const length = encodeNack({ sessionId: session.sessionId, epoch: session.epoch, senderIndex: session.nodeIndex, position, layer, phase, chunkIndex, nChunks: session.chunks.length }, session.key, this.nackDatagram);
+        this.udp.send(Buffer.from(this.nackDatagram.subarray(0, length)), session.coordinatorUdpPort, session.coordinatorAddress);
+        this.counters.nacksSent++;
+      });
+      return;
+    }
     // Steps before this one that never completed are lost: their inputs stay uncomputed.
     const skipped = stepIndex(position, layer, phase, this.options.model.config.nLayers) - stepIndex(receiver.position, receiver.layer, receiver.phase, this.options.model.config.nLayers);
     if (skipped > 0) this.counters.stepsMissed += skipped;
@@ -277,16 +298,33 @@ export class WorkerNode {
     receiver.setCurrent(next.position, next.layer, next.phase);
   }
 
+  /** The coordinator lost a chunk of a partial sum this worker sent: send it again, if it is still kept. */
+  private onNack(session: Session, message: Buffer): void {
+    const { nLayers } = this.options.model.config;
+    const request = openNack(message, { sessionId: session.sessionId, epoch: session.epoch, nChunks: session.chunks.length, nLayers }, (sender) => (sender === 0 ? session.key : undefined));
+    if (typeof request === "string") return;
+    const datagram = this.recentPartials.get(stepIndex(request.position, request.layer, request.phase, nLayers))?.[request.chunkIndex];
+    if (datagram === undefined) return;
+    this.udp.send(datagram, session.coordinatorUdpPort, session.coordinatorAddress);
+    this.counters.chunksResent++;
+  }
+
   private sendPartial(session: Session, position: number, layer: number, phase: SyncPhaseId, partial: Float32Array): void {
     const chunks = session.chunks;
     const key = session.key;
+    const sent: Buffer[] = [];
     const sendTimeUs = Math.floor((this.options.clock ?? systemClock).now() * 1000) >>> 0;
     chunks.forEach((chunk, chunkIndex) => {
       const header = { kind: "partial" as const, sessionId: session.sessionId, epoch: session.epoch, senderIndex: session.nodeIndex, layer, phase, isDuplicateCopy: false, chunkIndex, nChunks: chunks.length, position, offset: chunk.offset, nElements: chunk.nElements, sendTimeUs };
       const length = encodeDatagram(header, partial, chunk.offset, key, this.datagram, session.wire);
-      this.udp.send(Buffer.from(this.datagram.subarray(0, length)), session.coordinatorUdpPort, session.coordinatorAddress);
+      const datagram = Buffer.from(this.datagram.subarray(0, length));
+      sent.push(datagram);
+      this.udp.send(datagram, session.coordinatorUdpPort, session.coordinatorAddress);
       this.counters.datagramsSent++;
     });
+    this.recentPartials.set(stepIndex(position, layer, phase, this.options.model.config.nLayers), sent);
+    // A NACK comes within a phase or two; four steps cover a late one.
+    if (this.recentPartials.size > 4) this.recentPartials.delete(this.recentPartials.keys().next().value!);
   }
 }
 

@@ -264,6 +264,16 @@ export class DatagramReceiver {
     return this.chunkCounts[slot * this.nSenders + senderIndex]!;
   }
 
+  /** The chunk indices not yet accepted from a sender for a step in the window ([] outside it). */
+  missingChunks(position: number, layer: number, phase: SyncPhaseId, senderIndex: number): number[] {
+    const slot = this.slotOf(position, layer, phase);
+    if (slot < 0 || !Number.isInteger(senderIndex) || senderIndex < 0 || senderIndex >= this.nSenders) return [];
+    const base = (slot * this.nSenders + senderIndex) * this.chunks.length;
+    const missing: number[] = [];
+    for (let c = 0; c < this.chunks.length; c++) if (this.seen[base + c] === 0) missing.push(c);
+    return missing;
+  }
+
   /**
    * out[outOffset + i] = Σ over senders in increasing index of their row[i], for i < dim (missing
    * chunks add zero). Returns false, writing nothing, when the step is outside the window.

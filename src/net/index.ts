@@ -1,6 +1,7 @@
 export * from "./q8Vector.js";
 export * from "./datagram.js";
 export * from "./datagramReceiver.js";
+export * from "./nack.js";
 export * from "./controlFrames.js";
 export * from "./controlMessages.js";
 export * from "./controlConnection.js";

@@ -8,7 +8,7 @@ import fc from "fast-check";
 import { FakeClock, SeededRandom } from "../../src/base/index.js";
 import { QUANT_TRAITS, roundToHalf } from "../../src/kernels/index.js";
 import {
-  DatagramReceiver, StreamLinkEmulator, WIRE_FORMATS, datagramByteLength, encodeDatagram, maxBlocksPerChunk, planChunks, wireByteLength,
+  DatagramReceiver, NACK_BYTES, StreamLinkEmulator, WIRE_FORMATS, datagramByteLength, encodeDatagram, encodeNack, isNackDatagram, maxBlocksPerChunk, openNack, planChunks, wireByteLength,
   type WireFormat,
 } from "../../src/net/index.js";
 
@@ -149,4 +149,25 @@ test("stream link: a lost segment stalls its message one RTO, doubling per repea
   dead.send(10, () => undefined);
   assert.equal(dead.counters.retransmissions, 15);
   dead.destroy();
+});
+
+test("NACK datagrams: 52 bytes, MACed, round-trip their request; forged, stale and out-of-range ones are refused", () => {
+  const request = { sessionId: 77, epoch: 3, senderIndex: 2, position: 1234, layer: 4, phase: 1 as const, chunkIndex: 1, nChunks: 2 };
+  const out = new Uint8Array(NACK_BYTES);
+  assert.equal(encodeNack(request, KEY, out), 52);
+  assert.equal(isNackDatagram(out), true);
+  const expected = { sessionId: 77, epoch: 3, nChunks: 2, nLayers: 5 };
+  assert.deepEqual(openNack(out, expected, (s) => (s === 2 ? KEY : undefined)), request);
+  assert.equal(openNack(out, expected, () => undefined), "unknown_sender");
+  assert.equal(openNack(out, expected, () => Buffer.alloc(32, 9)), "bad_mac");
+  assert.equal(openNack(out, { ...expected, epoch: 4 }, () => KEY), "stale_epoch");
+  assert.equal(openNack(out, { ...expected, sessionId: 1 }, () => KEY), "wrong_session");
+  assert.equal(openNack(out, { ...expected, nLayers: 4 }, () => KEY), "bad_range");
+  assert.equal(openNack(out.subarray(0, 51), expected, () => KEY), "bad_len");
+  const tampered = Uint8Array.from(out);
+  tampered[22]! ^= 1; // position
+  assert.equal(openNack(tampered, expected, () => KEY), "bad_mac");
+  // A data receiver never takes a NACK (too short for any data datagram).
+  assert.deepEqual(receiverFor("q8_0", 64).accept(out), { ok: false, reason: "bad_len" });
+  assert.throws(() => encodeNack({ ...request, chunkIndex: 2 }, KEY, out), /chunkIndex = 2/);
 });
