@@ -26,6 +26,9 @@ export const ERROR_CODES = {
   HALO_ERR_PEER_LOST: "The peer sent nothing for the number of heartbeat intervals that means it is lost.",
   HALO_ERR_CONNECTION_CLOSED: "The control connection closed or failed at the socket level, or was used after closing.",
   HALO_ERR_PEER_REJECTED: "The peer refused the connection with an error message (its code and message are attached).",
+  HALO_ERR_SLICE_ALIGNMENT: "A device's column slice of a quantized tensor does not start and end on quantization block boundaries.",
+  HALO_ERR_SHARD_INVALID: "A shard file is malformed or does not hold what it claims or what was asked for.",
+  HALO_ERR_SHARD_TRANSFER: "A shard transfer failed: wrong hash or size, a chunk out of order or past the end, a refusal, or the connection was lost.",
 } as const satisfies Record<`HALO_ERR_${string}`, string>;
 
 export type HaloErrorCode = keyof typeof ERROR_CODES;
@@ -242,6 +245,59 @@ export class PeerRejectedError extends HaloError {
     this.name = "PeerRejectedError";
     this.remoteCode = remoteCode;
     this.remoteMessage = remoteMessage;
+  }
+}
+
+/** Columns [columnStart, columnEnd) of a quantized tensor cannot be cut out of its blocks of `blockSize`. */
+export class SliceAlignmentError extends HaloError {
+  readonly tensorName: string;
+  readonly blockSize: number;
+  readonly columnStart: number;
+  readonly columnEnd: number;
+  constructor(tensorName: string, blockSize: number, columnStart: number, columnEnd: number, hint: string) {
+    super(
+      "HALO_ERR_SLICE_ALIGNMENT",
+      `tensor '${tensorName}': columns [${columnStart}, ${columnEnd}) are not on its ${blockSize}-element quantization blocks; ${hint}`,
+    );
+    this.name = "SliceAlignmentError";
+    this.tensorName = tensorName;
+    this.blockSize = blockSize;
+    this.columnStart = columnStart;
+    this.columnEnd = columnEnd;
+  }
+}
+
+/** A shard file that is not a well-formed halo shard, or not the one that was asked for. */
+export class ShardInvalidError extends HaloError {
+  readonly path: string;
+  constructor(path: string, message: string, options?: { cause?: unknown }) {
+    super("HALO_ERR_SHARD_INVALID", `shard ${path}: ${message}`, options);
+    this.name = "ShardInvalidError";
+    this.path = path;
+  }
+}
+
+/** Why a shard transfer failed. */
+export type ShardTransferFailure =
+  | "too-large"
+  | "out-of-order"
+  | "beyond-size"
+  | "size-mismatch"
+  | "hash-mismatch"
+  | "unexpected-message"
+  | "rejected"
+  | "connection-lost"
+  | "io";
+
+/** A shard transfer that did not complete; nothing was left in the cache. */
+export class ShardTransferError extends HaloError {
+  readonly reason: ShardTransferFailure;
+  readonly sha256: string;
+  constructor(reason: ShardTransferFailure, sha256: string, message: string, options?: { cause?: unknown }) {
+    super("HALO_ERR_SHARD_TRANSFER", `shard ${sha256.slice(0, 12)}: ${message}`, options);
+    this.name = "ShardTransferError";
+    this.reason = reason;
+    this.sha256 = sha256;
   }
 }
 

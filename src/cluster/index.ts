@@ -8,3 +8,5 @@ export type { DeadlineOptions } from "./phaseDeadline.js";
 export type { WorkerAddress, WorkerLinkReport, WorkerLinkState } from "./workerLink.js";
 export { WorkerNode } from "./workerNode.js";
 export type { WorkerNodeOptions } from "./workerNode.js";
+export { formatProgressBar, receiveShard, sendShard } from "./shardTransfer.js";
+export type { ReceiveShardOptions, ReceivedShard, SendShardOptions, ShardProgress } from "./shardTransfer.js";

@@ -35,6 +35,10 @@ export const CONTROL_LIMITS = {
   maxErrorMessageChars: 1024,
   /** Bound on nThreads in a device profile. */
   maxThreads: 4096,
+  /** Largest `data` of one shard-chunk: far under the 16 MiB frame cap, so heartbeats never wait long behind one. */
+  maxShardChunkBytes: 1 << 20,
+  /** Largest shard a transfer may announce (1 TiB). */
+  maxShardBytes: 2 ** 40,
 } as const;
 
 const U32_MAX = 0xffffffff;
@@ -157,6 +161,47 @@ export const heartbeatMessageSchema = z.strictObject({
 export const inputMessageSchema = z.strictObject({ type: z.literal("input"), ...tensorSlice });
 export const partialMessageSchema = z.strictObject({ type: z.literal("partial"), ...tensorSlice });
 export const resetMessageSchema = z.strictObject({ type: z.literal("reset") });
+
+// Shard transfer (cluster/shardTransfer.ts): a worker without the model file asks for its slice.
+const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/);
+const shardBytes = z.number().int().min(1).max(CONTROL_LIMITS.maxShardBytes);
+export const shardRequestMessageSchema = z.strictObject({
+  type: z.literal("shard-request"),
+  /** The plan whose groups the worker has no weights for. */
+  sequence: u32,
+});
+export const shardOfferMessageSchema = z.strictObject({
+  type: z.literal("shard-offer"),
+  /** SHA-256 of the shard file's bytes, lowercase hex: its name in the worker's cache. */
+  sha256: sha256Hex,
+  sizeBytes: shardBytes,
+});
+export const shardAcceptMessageSchema = z.strictObject({
+  type: z.literal("shard-accept"),
+  sha256: sha256Hex,
+  /** True when the worker's cache already holds it: no chunks follow. */
+  cached: z.boolean(),
+});
+export const shardChunkMessageSchema = z.strictObject({
+  type: z.literal("shard-chunk"),
+  sha256: sha256Hex,
+  /** Byte offset of `data` in the shard; chunks arrive in order, so it equals the bytes sent before. */
+  offset: z.number().int().min(0).max(CONTROL_LIMITS.maxShardBytes),
+  data: byteString.refine(
+    (bytes) => bytes.byteLength > 0 && bytes.byteLength <= CONTROL_LIMITS.maxShardChunkBytes,
+    { message: `expected 1 to ${CONTROL_LIMITS.maxShardChunkBytes} bytes` },
+  ),
+});
+export const shardEndMessageSchema = z.strictObject({
+  type: z.literal("shard-end"),
+  sha256: sha256Hex,
+  /** Bytes sent in all; must equal the offer's size. */
+  sizeBytes: shardBytes,
+});
+export const shardStoredMessageSchema = z.strictObject({
+  type: z.literal("shard-stored"),
+  sha256: sha256Hex,
+});
 export const stopMessageSchema = z.strictObject({ type: z.literal("stop") });
 
 export const controlMessageSchema = z.discriminatedUnion("type", [
@@ -173,6 +218,12 @@ export const controlMessageSchema = z.discriminatedUnion("type", [
   partialMessageSchema,
   resetMessageSchema,
   stopMessageSchema,
+  shardRequestMessageSchema,
+  shardOfferMessageSchema,
+  shardAcceptMessageSchema,
+  shardChunkMessageSchema,
+  shardEndMessageSchema,
+  shardStoredMessageSchema,
 ]);
 
 export type DeviceProfile = z.infer<typeof deviceProfileSchema>;
@@ -189,6 +240,12 @@ export type InputMessage = z.infer<typeof inputMessageSchema>;
 export type PartialMessage = z.infer<typeof partialMessageSchema>;
 export type ResetMessage = z.infer<typeof resetMessageSchema>;
 export type StopMessage = z.infer<typeof stopMessageSchema>;
+export type ShardRequestMessage = z.infer<typeof shardRequestMessageSchema>;
+export type ShardOfferMessage = z.infer<typeof shardOfferMessageSchema>;
+export type ShardAcceptMessage = z.infer<typeof shardAcceptMessageSchema>;
+export type ShardChunkMessage = z.infer<typeof shardChunkMessageSchema>;
+export type ShardEndMessage = z.infer<typeof shardEndMessageSchema>;
+export type ShardStoredMessage = z.infer<typeof shardStoredMessageSchema>;
 export type ControlMessage = z.infer<typeof controlMessageSchema>;
 export type ControlMessageType = ControlMessage["type"];
 export type ControlMessageOf<T extends ControlMessageType> = Extract<ControlMessage, { type: T }>;
@@ -199,6 +256,7 @@ export type PhaseGroups = z.infer<typeof phaseGroups>;
 /** Every message type, in protocol order. */
 export const CONTROL_MESSAGE_TYPES = [
   "hello", "auth", "auth-ok", "error", "join", "join-ok", "plan", "plan-ok", "heartbeat", "input", "partial", "reset", "stop",
+  "shard-request", "shard-offer", "shard-accept", "shard-chunk", "shard-end", "shard-stored",
 ] as const satisfies readonly ControlMessageType[];
 
 /** Types sent only inside the handshake, never after it. */
@@ -219,6 +277,12 @@ export const MESSAGE_SENDERS = {
   partial: "worker",
   reset: "coordinator",
   stop: "both",
+  "shard-request": "worker",
+  "shard-offer": "coordinator",
+  "shard-accept": "worker",
+  "shard-chunk": "coordinator",
+  "shard-end": "coordinator",
+  "shard-stored": "worker",
 } as const satisfies Record<ControlMessageType, "coordinator" | "worker" | "both">;
 
 /** "type: bad value" for the first issue, following a union into the branch that got furthest. */

@@ -28,6 +28,9 @@ const instances: errors.HaloError[] = [
   new errors.PeerLostError(1500, 3, 500),
   new errors.ConnectionClosedError("x"),
   new errors.PeerRejectedError("HALO_ERR_AUTH", "x"),
+  new errors.SliceAlignmentError("t", 32, 8, 40, "x"),
+  new errors.ShardInvalidError("/p", "x"),
+  new errors.ShardTransferError("hash-mismatch", "ab".repeat(32), "x"),
 ];
 
 test("every error class carries a registered code and its own name", () => {

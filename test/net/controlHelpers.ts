@@ -175,6 +175,8 @@ const nonNegativeDouble = (max: number) => fc.double({ min: 0, max, noNaN: true 
 const range = fc
   .tuple(fc.integer({ min: 0, max: CONTROL_LIMITS.maxGroupIndex - 1 }), fc.integer({ min: 1, max: 4096 }))
   .map(([start, n]) => [start, Math.min(CONTROL_LIMITS.maxGroupIndex, start + n)] as [number, number]);
+const sha256Hex = fc.stringMatching(/^[0-9a-f]{64}$/);
+const shardSize = fc.integer({ min: 1, max: CONTROL_LIMITS.maxShardBytes });
 const phaseGroups = fc.record({ attention: fc.array(range, { maxLength: 8 }), ffn: fc.array(range, { maxLength: 8 }) });
 const slice = {
   position: u32,
@@ -229,6 +231,17 @@ export const MESSAGE_ARBITRARIES = {
   partial: fc.record({ type: fc.constant("partial" as const), ...slice }),
   reset: fc.record({ type: fc.constant("reset" as const) }),
   stop: fc.record({ type: fc.constant("stop" as const) }),
+  "shard-request": fc.record({ type: fc.constant("shard-request" as const), sequence: u32 }),
+  "shard-offer": fc.record({ type: fc.constant("shard-offer" as const), sha256: sha256Hex, sizeBytes: shardSize }),
+  "shard-accept": fc.record({ type: fc.constant("shard-accept" as const), sha256: sha256Hex, cached: fc.boolean() }),
+  "shard-chunk": fc.record({
+    type: fc.constant("shard-chunk" as const),
+    sha256: sha256Hex,
+    offset: fc.integer({ min: 0, max: CONTROL_LIMITS.maxShardBytes }),
+    data: fc.uint8Array({ minLength: 1, maxLength: 4096 }),
+  }),
+  "shard-end": fc.record({ type: fc.constant("shard-end" as const), sha256: sha256Hex, sizeBytes: shardSize }),
+  "shard-stored": fc.record({ type: fc.constant("shard-stored" as const), sha256: sha256Hex }),
 } satisfies { [T in ControlMessageType]: fc.Arbitrary<Extract<ControlMessage, { type: T }>> };
 
 export const anyMessage: fc.Arbitrary<ControlMessage> = fc.oneof(...Object.values(MESSAGE_ARBITRARIES));
