@@ -1,24 +1,32 @@
 /** `halo worker`: serve a share of the model to a coordinator. */
-import { modelSha256, WorkerNode } from "../cluster/index.js";
+import { formatProgressBar, modelSha256, WorkerNode } from "../cluster/index.js";
 import { booleanFlag, integerFlag, parseFlags, stringFlag } from "./flags.js";
 import type { CommandIo } from "./io.js";
 import { KEY_FLAGS, LINK_FLAGS, LINK_FLAGS_HELP, readClusterKey, readLinkProfile, readSeed } from "./clusterFlags.js";
-import { loadCommandModel } from "./engineSetup.js";
-import { MODEL_FLAGS, MODEL_FLAGS_HELP, readModelFlags } from "./modelFlags.js";
+import { commandKernels, openCommandModelFile } from "./engineSetup.js";
 
 export const WORKER_HELP = `usage: halo worker [--host H] [--port P] [--model F] [--threads N] [--cluster-key K]
 
 Listens for a coordinator (halo run --workers, halo cluster) and computes its share of each
 layer. Prints one JSON line {"event":"listening","host","tcpPort","udpPort"} when ready.
+With --model, reads only its groups' rows and columns from that file (the coordinator must run
+the same file); without it, receives them from the coordinator, hash-checked and cached.
       --host H           bind address (default 127.0.0.1)
       --port P           TCP port, 0 = any free one (default 9998)
+  -m, --model F          this device's copy of the model (GGUF)
+      --shard-cache DIR  where received weights are kept (default ~/.cache/halo/shards)
+  -t, --threads N        compute threads (default: all cores)
+      --ctx-size N       KV cache length (default: the model's, at most 4096)
       --cluster-key K    shared secret, at least 16 bytes (or HALO_CLUSTER_KEY); required off loopback
-${MODEL_FLAGS_HELP}
 Link emulation of the datagrams this worker sends (for local testing):
 ${LINK_FLAGS_HELP}`;
 
 export async function workerCommand(argv: readonly string[], io: CommandIo): Promise<number> {
-  const flags = parseFlags(argv, { ...MODEL_FLAGS, ...KEY_FLAGS, ...LINK_FLAGS, host: { type: "string" }, port: { type: "string" } });
+  const flags = parseFlags(argv, {
+    ...KEY_FLAGS, ...LINK_FLAGS,
+    model: { type: "string", short: "m" }, threads: { type: "string", short: "t" }, "ctx-size": { type: "string" },
+    host: { type: "string" }, port: { type: "string" }, "shard-cache": { type: "string" },
+  });
   if (booleanFlag(flags, "help")) {
     io.stdout(WORKER_HELP + "\n");
     return 0;
@@ -26,19 +34,28 @@ export async function workerCommand(argv: readonly string[], io: CommandIo): Pro
   const host = stringFlag(flags, "host") ?? "127.0.0.1";
   const port = integerFlag(flags, "port", 0, 65535) ?? 9998;
   const clusterKey = readClusterKey(flags, [host]);
-  const modelFlags = readModelFlags(flags);
-  const { model, kernels } = await loadCommandModel(modelFlags);
+  const modelPath = stringFlag(flags, "model");
+  const { kernels, map } = commandKernels(integerFlag(flags, "threads", 1, 256));
+  const local = modelPath === undefined ? undefined : { ...(await openCommandModelFile(modelPath, map)), sha256: modelSha256(modelPath) };
+  let lastBar = "";
   const worker = await WorkerNode.start({
-    model,
-    modelSha256: modelSha256(modelFlags.modelPath),
+    model: local,
     kernels,
+    map,
     clusterKey,
     host,
     port,
-    contextLength: modelFlags.contextLength,
+    contextLength: integerFlag(flags, "ctx-size", 1, 1 << 20),
+    shardCacheDir: stringFlag(flags, "shard-cache"),
     linkProfile: readLinkProfile(flags),
     seed: readSeed(flags),
     log: (line) => io.stderr(line + "\n"),
+    onShardProgress: (done, total) => {
+      const bar = formatProgressBar(done, total, 30);
+      if (bar === lastBar) return;
+      lastBar = bar;
+      io.stderr(`\rhalo worker: receiving weights ${bar}${done === total ? "\n" : ""}`);
+    },
   });
   io.stdout(JSON.stringify({ event: "listening", host, tcpPort: worker.tcpPort, udpPort: worker.udpPort }) + "\n");
   await new Promise<void>((resolve) => {
@@ -46,5 +63,6 @@ export async function workerCommand(argv: readonly string[], io: CommandIo): Pro
     process.once("SIGTERM", resolve);
   });
   await worker.close();
+  local?.file.close();
   return 0;
 }

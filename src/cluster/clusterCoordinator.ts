@@ -29,7 +29,7 @@ import { MAX_NACK_TRIES, NackScheduler } from "./nackScheduler.js";
 import { PhaseDeadline, type DeadlineOptions } from "./phaseDeadline.js";
 import { decodeVectors, encodeVectors } from "./wireVectors.js";
 import {
-  createWorkerLink, isLoopbackHost, joinWorker, planMessage, reconnectWorkerLink, reportWorkerLink,
+  createWorkerLink, isLoopbackHost, joinWorker, planMessage, reconnectWorkerLink, reportWorkerLink, sendPlan, shardSource,
   type JoinContext, type WorkerAddress, type WorkerLink, type WorkerLinkReport,
 } from "./workerLink.js";
 
@@ -54,6 +54,8 @@ export interface ClusterOptions {
   isCritical?: (device: number, layerIndex: number, phase: GroupKind) => boolean;
   /** The emulated link for what is sent to each worker (halo cluster --local). */
   linkProfiles?: readonly LinkProfile[];
+  /** Where shards for workers without the model file are cut and kept. Defaults to $XDG_CACHE_HOME/halo/shards or ~/.cache/halo/shards. */
+  shardCacheDir?: string;
   /** How often a lost worker is dialled again. Defaults to 1,000 ms; 0 turns rejoining off. */
   rejoinIntervalMs?: number;
   seed?: number;
@@ -203,9 +205,7 @@ export class ClusterCoordinator implements Synchronizer {
         const index = i + 1;
         const { connection, udpPort } = await joinWorker(address, index, ctx);
         links.push(createWorkerLink(index, address, connection, udpPort, options.linkProfiles?.[i] ?? ZERO_LINK_PROFILE, (options.seed ?? 1) * 7919 + index, clock));
-        connection.send(planMessage(placement, layout, index, ctx.epoch, wire, 0));
-        const planned = await connection.receive({ deadlineMs: clock.now() + 30_000 });
-        if (planned.type !== "plan-ok") throw new HaloError("HALO_ERR_MESSAGE_UNEXPECTED", `worker ${address.host}:${address.port} answered plan with '${planned.type}'`);
+        await sendPlan(connection, planMessage(placement, layout, index, ctx.epoch, wire, 0), shardSource(options, layout, placement, index, clock));
       }
     } catch (error) {
       for (const link of links) link.connection.destroy();
@@ -536,6 +536,15 @@ export class ClusterCoordinator implements Synchronizer {
       joined = await joinWorker(link.address, link.index, { clusterKey, modelSha256, modelName: model.config.name, clock: this.clock, sessionId: this.sessionId, epoch: this.epoch, udpPort: this.udp.address().port });
     } catch {
       // Still down (or refusing): try again later, quietly.
+      this.scheduleRejoin(link);
+      return;
+    }
+    try {
+      // The worker loads its weights now (or receives them); it starts computing at the next token's plan.
+      await sendPlan(joined.connection, planMessage(this.placement, this.layout, link.index, this.epoch, this.wire, Math.max(0, this.lastPositionStart)), shardSource(this.options, this.layout, this.placement, link.index, this.clock));
+    } catch (error) {
+      this.options.log?.(`halo coordinator: worker ${link.index} joined again but its plan failed: ${describeError(error)}`);
+      joined.connection.destroy();
       this.scheduleRejoin(link);
       return;
     }

@@ -3,12 +3,16 @@
  * front of it, its statistics and state, and the plan message that gives it its groups.
  */
 import { connect as tcpConnect } from "node:net";
+import { homedir } from "node:os";
 import { HaloError, describeError, type Clock, type TimerHandle } from "../base/index.js";
 import {
   ControlConnection, LinkEmulator, LinkStats, StreamLinkEmulator,
   type ControlMessage, type LinkProfile, type LinkStatsSnapshot, type WireFormat,
 } from "../net/index.js";
+import { defaultShardCacheDir, prepareShard } from "../loader/index.js";
+import type { GgufFile, ModelConfig } from "../model/index.js";
 import { groupsOfDevice, type GroupLayout, type Placement } from "../partition/index.js";
+import { sendShard } from "./shardTransfer.js";
 
 export interface WorkerAddress {
   host: string;
@@ -126,4 +130,54 @@ export function planMessage(placement: Placement, layout: GroupLayout, index: nu
     ffn: groupsOfDevice(placement, l, "ffn", index).map((r) => [r.start, r.end] as [number, number]),
   }));
   return { type: "plan", sequence: 1, epoch, groups, ffnBlockSize: layout.ffnBlockSize, wire, position };
+}
+
+const PLAN_TIMEOUT_MS = 300_000;
+
+/** What the coordinator cuts a worker's shard from, should the worker ask for one. */
+export interface ShardSource {
+  file: GgufFile;
+  config: ModelConfig;
+  layout: GroupLayout;
+  placement: Placement;
+  index: number;
+  sourceSha256: string;
+  cacheDir: string;
+  log: ((line: string) => void) | undefined;
+  clock: Clock;
+}
+
+export function shardSource(
+  options: { model: { file: GgufFile; config: ModelConfig }; modelSha256: string; shardCacheDir?: string; log?: (line: string) => void },
+  layout: GroupLayout, placement: Placement, index: number, clock: Clock,
+): ShardSource {
+  return {
+    file: options.model.file, config: options.model.config, layout, placement, index, sourceSha256: options.modelSha256,
+    cacheDir: options.shardCacheDir ?? defaultShardCacheDir(process.env, homedir()), log: options.log, clock,
+  };
+}
+
+/**
+ * Sends a plan and waits for plan-ok. A worker without the model file answers with
+ * shard-request first: its shard is cut (or found in the cache) and sent, then plan-ok follows.
+ */
+export async function sendPlan(connection: ControlConnection, plan: ControlMessage, source: ShardSource): Promise<void> {
+  connection.send(plan);
+  for (let shardsSent = 0; ; shardsSent++) {
+    // Loading a share of a large model from a slow disk can take minutes.
+    const answer = await connection.receive({ deadlineMs: source.clock.now() + PLAN_TIMEOUT_MS });
+    if (answer.type === "plan-ok") return;
+    if (answer.type === "shard-request" && shardsSent === 0) {
+      const groups = source.placement.layers.map((_, l) => ({
+        attention: groupsOfDevice(source.placement, l, "attention", source.index),
+        ffn: groupsOfDevice(source.placement, l, "ffn", source.index),
+      }));
+      const shard = await prepareShard({ file: source.file, config: source.config, layout: source.layout, groups, sourceSha256: source.sourceSha256, cacheDir: source.cacheDir });
+      const { transferred } = await sendShard(connection, shard);
+      source.log?.(`halo coordinator: worker ${source.index} ${transferred ? "received" : "already had"} its weights (${(shard.sizeBytes / 2 ** 20).toFixed(1)} MiB)`);
+      continue;
+    }
+    if (answer.type === "error") throw new HaloError("HALO_ERR_PEER_REJECTED", `worker ${source.index} refused its plan: ${answer.message} [${answer.code}]`);
+    throw new HaloError("HALO_ERR_MESSAGE_UNEXPECTED", `worker ${source.index} answered plan with '${answer.type}'`);
+  }
 }

@@ -1,28 +1,31 @@
 /**
  * A worker: listens for one coordinator at a time, authenticates it, checks that both hold the
- * same model, takes its placement, and computes its groups' partial sums, for inputs arriving
- * as UDP datagrams (relaxed) or TCP messages (prefill, strict). An input whose datagrams did not
- * all arrive is never computed, so the positions it covers stay masked in this worker's KV cache.
+ * same model (or, holding none, takes the coordinator's), loads the weights of the groups its
+ * plan gives it (workerSlices.ts), and computes their partial sums, for inputs arriving as UDP
+ * datagrams (relaxed) or TCP messages (prefill, strict). An input whose datagrams did not all
+ * arrive is never computed, so the positions it covers stay masked in this worker's KV cache.
  */
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from "node:dgram";
 import { createServer, type Server, type Socket } from "node:net";
-import { cpus } from "node:os";
+import { cpus, homedir } from "node:os";
 import { HaloError, describeError, systemClock, type Clock } from "../base/index.js";
-import { QUANT_TRAITS, type MatrixKernels } from "../kernels/index.js";
-import type { LoadedModel } from "../model/index.js";
+import type { MatrixKernels } from "../kernels/index.js";
+import { defaultShardCacheDir } from "../loader/index.js";
+import type { OpenGgufOptions } from "../model/index.js";
 import {
   ControlConnection, DATAGRAM_MAX_BYTES, DatagramReceiver, LossyUdpSocket, NACK_BYTES, SYNC_PHASE_IDS, StreamLinkEmulator, ZERO_LINK_PROFILE,
   encodeDatagram, encodeNack, isNackDatagram, openNack, planChunks,
   type ControlMessage, type DatagramChunk, type LinkProfile, type SyncPhaseId, type WireFormat,
 } from "../net/index.js";
-import { createGroupLayout, type GroupKind, type GroupLayout, type Placement } from "../partition/index.js";
-import { GroupWorker } from "./groupWorker.js";
+import type { GroupKind } from "../partition/index.js";
 import { NackScheduler } from "./nackScheduler.js";
+import type { ShardProgress } from "./shardTransfer.js";
+import { loadPlanGroups, type LoadedGroups, type LocalModel } from "./workerSlices.js";
 import { decodeVectors, encodeVectors } from "./wireVectors.js";
 
 export interface WorkerNodeOptions {
-  model: LoadedModel;
-  modelSha256: string;
+  /** This worker's copy of the model (its SHA-256 checked at join); without one the coordinator sends each plan's shard. */
+  model?: LocalModel;
   kernels: MatrixKernels;
   clusterKey: Uint8Array;
   /** Defaults to 127.0.0.1. */
@@ -31,6 +34,11 @@ export interface WorkerNodeOptions {
   port?: number;
   /** KV cache length. Defaults to the model's context, capped at 4096. */
   contextLength?: number;
+  /** Where received shards are cached. Defaults to $XDG_CACHE_HOME/halo/shards or ~/.cache/halo/shards. */
+  shardCacheDir?: string;
+  /** How shard files are opened (the native mmap when available). */
+  map?: OpenGgufOptions["map"];
+  onShardProgress?: ShardProgress;
   /** The emulated link for datagrams this worker sends (halo cluster --local). */
   linkProfile?: LinkProfile;
   seed?: number;
@@ -47,6 +55,8 @@ interface Session {
   epoch: number;
   coordinatorAddress: string;
   coordinatorUdpPort: number;
+  /** The coordinator's model. */
+  modelSha256: string;
   receiver: DatagramReceiver | undefined;
   /** The connection's session key (the connection hands out a copy per call). */
   key: Buffer;
@@ -59,10 +69,11 @@ interface Session {
 
 export class WorkerNode {
   private session: Session | undefined;
-  private groupWorker: GroupWorker;
-  private layout: GroupLayout;
+  /** The weights of the latest plan's groups; kept across sessions while plans give the same groups. */
+  private loaded: LoadedGroups | undefined;
   private readonly udp: LossyUdpSocket;
-  private readonly input: Float32Array;
+  /** (512, dim) a reliable input, sized at the first plan. */
+  private input = new Float32Array(0);
   private readonly datagram = new Uint8Array(DATAGRAM_MAX_BYTES);
   private closed = false;
   /** Inputs computed, partial datagrams sent, NACKs sent for lost input chunks, partial chunks sent again on request. */
@@ -73,11 +84,7 @@ export class WorkerNode {
   private readonly recentPartials = new Map<number, Buffer[]>();
 
   private constructor(private readonly options: WorkerNodeOptions, private readonly server: Server, udpSocket: UdpSocket) {
-    const { model } = options;
-    this.layout = createGroupLayout(model.config);
     this.nacks = new NackScheduler(options.clock ?? systemClock);
-    this.groupWorker = this.createGroupWorker();
-    this.input = new Float32Array(512 * model.config.dim);
     this.udp = new LossyUdpSocket({ socket: udpSocket, profile: options.linkProfile ?? ZERO_LINK_PROFILE, seed: options.seed ?? 1, clock: options.clock ?? systemClock });
     udpSocket.on("message", (message: Buffer, remote: RemoteInfo) => this.onDatagram(message, remote));
     server.on("connection", (socket) => void this.onConnection(socket));
@@ -117,19 +124,9 @@ export class WorkerNode {
     await this.udp.close();
   }
 
-  private createGroupWorker(): GroupWorker {
-    const { model } = this.options;
-    const contextLength = this.options.contextLength ?? Math.min(model.config.contextLength, 4096);
-    return new GroupWorker(model.config, model.weights, this.options.kernels, this.layout, contextLength, 512);
-  }
-
-  /** The coordinator chose another FFN block size: regroup (the KV cache starts empty anyway after join). */
-  private useFfnBlockSize(ffnBlockSize: number): void {
-    const ffnDown = this.options.model.weights.layers[0]!.ffnDown;
-    const blockSize = QUANT_TRAITS[ffnDown.type].blockSize;
-    if (ffnBlockSize % blockSize !== 0) throw new HaloError("HALO_ERR_MESSAGE_INVALID", `plan FFN block size ${ffnBlockSize} is not a multiple of the ${ffnDown.type} block size ${blockSize}`);
-    this.layout = createGroupLayout(this.options.model.config, ffnBlockSize);
-    this.groupWorker = this.createGroupWorker();
+  /** What this worker holds now: the groups' weights, if a plan was loaded. */
+  get loadedGroups(): { sizeBytes: number; fromShard: boolean } | undefined {
+    return this.loaded === undefined ? undefined : { sizeBytes: this.loaded.sizeBytes, fromShard: this.loaded.fromShard };
   }
 
   private log(line: string): void {
@@ -172,31 +169,40 @@ export class WorkerNode {
     switch (message.type) {
       case "join": {
         if (this.session !== undefined && this.session.connection === connection) throw new HaloError("HALO_ERR_MESSAGE_UNEXPECTED", "a second join on one connection");
-        if (message.modelSha256 !== this.options.modelSha256) {
-          connection.send({ type: "error", code: "HALO_ERR_MODEL_MISMATCH", message: `the coordinator's model is ${message.modelSha256}, this worker's is ${this.options.modelSha256}` });
+        const local = this.options.model;
+        if (local !== undefined && message.modelSha256 !== local.sha256) {
+          connection.send({ type: "error", code: "HALO_ERR_MODEL_MISMATCH", message: `the coordinator's model is ${message.modelSha256}, this worker's is ${local.sha256}` });
           await connection.close();
           return;
         }
         this.session = {
           connection, nodeIndex: message.nodeIndex, sessionId: message.sessionId, epoch: message.epoch, coordinatorAddress: socket.remoteAddress ?? "127.0.0.1", coordinatorUdpPort: message.coordinatorUdpPort,
-          receiver: undefined, key: connection.sessionKey, wire: "q8_0", chunks: planChunks(this.options.model.config.dim),
+          modelSha256: message.modelSha256, receiver: undefined, key: connection.sessionKey, wire: "q8_0", chunks: [],
           stream: new StreamLinkEmulator({ profile: this.options.linkProfile ?? ZERO_LINK_PROFILE, seed: (this.options.seed ?? 1) + 104_729, clock: this.options.clock ?? systemClock }),
         };
-        this.groupWorker.reset();
+        this.loaded?.worker.reset();
         connection.send({ type: "join-ok", udpPort: this.udpPort, profile: { nThreads: 1, memoryBytes: 0, kernels: this.options.kernels.name, cpuModel: cpus()[0]?.model ?? "unknown", matvecGflops: 0 } });
         return;
       }
       case "plan": {
         const session = this.requireSession(connection, "plan");
-        const layers = Array.isArray(message.groups) ? message.groups : Array.from({ length: this.options.model.config.nLayers }, () => message.groups as Exclude<typeof message.groups, unknown[]>);
-        if (layers.length !== this.options.model.config.nLayers) throw new HaloError("HALO_ERR_MESSAGE_INVALID", `plan for ${layers.length} layers, the model has ${this.options.model.config.nLayers}`);
-        if (message.ffnBlockSize !== this.layout.ffnBlockSize) this.useFfnBlockSize(message.ffnBlockSize);
-        const placement = placementFromRanges(layers, this.layout, message.ffnBlockSize, this.options.model.config.hiddenDim);
-        this.groupWorker.setPlacement(placement, 1);
+        const loaded = await loadPlanGroups(message, session.modelSha256, this.loaded, {
+          local: this.options.model,
+          shardCacheDir: this.options.shardCacheDir ?? defaultShardCacheDir(process.env, homedir()),
+          map: this.options.map,
+          kernels: this.options.kernels,
+          contextLength: this.options.contextLength,
+          onShardProgress: this.options.onShardProgress,
+        }, connection);
+        if (loaded !== this.loaded) {
+          this.loaded = loaded;
+          this.input = new Float32Array(512 * loaded.config.dim);
+          this.log(`holds ${(loaded.sizeBytes / 2 ** 20).toFixed(1)} MiB of weights for its groups${loaded.fromShard ? " (received from the coordinator)" : ""}`);
+        }
         session.epoch = message.epoch;
         session.wire = message.wire;
-        session.chunks = planChunks(this.options.model.config.dim, message.wire);
-        session.receiver = this.createReceiver(session, placement);
+        session.chunks = planChunks(loaded.config.dim, message.wire);
+        session.receiver = this.createReceiver(session, loaded);
         this.recentPartials.clear();
         // A worker that joins mid-sequence starts at the coordinator's position; what came before stays masked.
         session.receiver.setCurrent(message.position, 0, 0);
@@ -205,17 +211,18 @@ export class WorkerNode {
       }
       case "input": {
         const session = this.requireSession(connection, "input");
-        const nValues = message.nTokens * this.options.model.config.dim;
+        const loaded = this.requirePlan("input");
+        const nValues = message.nTokens * loaded.config.dim;
         if (message.nTokens > 512) throw new HaloError("HALO_ERR_MESSAGE_INVALID", `${message.nTokens} tokens in one input; at most 512`);
         decodeVectors(message.data, nValues, this.input, session.wire);
-        const partial = this.groupWorker.compute(message.phase, message.layer, message.position, message.nTokens, this.input);
+        const partial = loaded.worker.compute(message.phase, message.layer, message.position, message.nTokens, this.input);
         const data = encodeVectors(partial, nValues, session.wire);
         const reply: ControlMessage = { type: "partial", position: message.position, nTokens: message.nTokens, layer: message.layer, phase: message.phase, data };
         session.stream.send(data.byteLength, () => {
           if (this.session === session) connection.send(reply);
         });
         this.counters.stepsComputed++;
-        if (message.layer === this.options.model.config.nLayers - 1 && message.phase === "ffn") session.receiver?.setCurrent(message.position + message.nTokens, 0, 0);
+        if (message.layer === loaded.config.nLayers - 1 && message.phase === "ffn") session.receiver?.setCurrent(message.position + message.nTokens, 0, 0);
         return;
       }
       case "reset": {
@@ -224,7 +231,7 @@ export class WorkerNode {
         session.epoch = (session.epoch + 1) >>> 0;
         session.receiver?.reset(session.epoch, 0, 0, 0);
         this.recentPartials.clear();
-        this.groupWorker.reset();
+        this.loaded?.worker.reset();
         return;
       }
       case "stop":
@@ -242,8 +249,13 @@ export class WorkerNode {
     return this.session;
   }
 
-  private createReceiver(session: Session, placement: Placement): DatagramReceiver {
-    const { config } = this.options.model;
+  private requirePlan(what: string): LoadedGroups {
+    if (this.loaded === undefined || this.session?.receiver === undefined) throw new HaloError("HALO_ERR_MESSAGE_UNEXPECTED", `${what} before plan`);
+    return this.loaded;
+  }
+
+  private createReceiver(session: Session, loaded: LoadedGroups): DatagramReceiver {
+    const { config, worker } = loaded;
     const key = session.key;
     return new DatagramReceiver({
       kind: "input",
@@ -254,7 +266,7 @@ export class WorkerNode {
       nSenders: 1,
       format: session.wire,
       keys: (sender) => (sender === 0 ? key : undefined),
-      mayContribute: (_sender, layer, phase) => this.groupWorker.groupsOf(layer, PHASES[phase]!).length > 0 && placement.layers[layer] !== undefined,
+      mayContribute: (_sender, layer, phase) => worker.groupsOf(layer, PHASES[phase]!).length > 0,
       maxStepsAhead: 2 * config.nLayers,
     });
   }
@@ -262,9 +274,11 @@ export class WorkerNode {
   private onDatagram(message: Buffer, _remote: RemoteInfo): void {
     const session = this.session;
     const receiver = session?.receiver;
-    if (session === undefined || receiver === undefined) return;
+    const loaded = this.loaded;
+    if (session === undefined || receiver === undefined || loaded === undefined) return;
+    const { nLayers } = loaded.config;
     if (isNackDatagram(message)) {
-      this.onNack(session, message);
+      this.onNack(session, message, nLayers);
       return;
     }
     const result = receiver.accept(message);
@@ -280,27 +294,26 @@ export class WorkerNode {
       return;
     }
     // Steps before this one that never completed are lost: their inputs stay uncomputed.
-    const skipped = stepIndex(position, layer, phase, this.options.model.config.nLayers) - stepIndex(receiver.position, receiver.layer, receiver.phase, this.options.model.config.nLayers);
+    const skipped = stepIndex(position, layer, phase, nLayers) - stepIndex(receiver.position, receiver.layer, receiver.phase, nLayers);
     if (skipped > 0) this.counters.stepsMissed += skipped;
     receiver.setCurrent(position, layer, phase);
     const values = receiver.senderValues(position, layer, phase, 0)!;
     const phaseName = PHASES[phase]!;
     let partial: Float32Array;
     try {
-      partial = this.groupWorker.compute(phaseName, layer, position, 1, values);
+      partial = loaded.worker.compute(phaseName, layer, position, 1, values);
     } catch (error) {
       this.log(`cannot compute (${position}, ${layer}, ${phaseName}): ${describeError(error)}`);
       return;
     }
     this.sendPartial(session, position, layer, phase, partial);
     this.counters.stepsComputed++;
-    const next = nextStep(position, layer, phase, this.options.model.config.nLayers);
+    const next = nextStep(position, layer, phase, nLayers);
     receiver.setCurrent(next.position, next.layer, next.phase);
   }
 
   /** The coordinator lost a chunk of a partial sum this worker sent: send it again, if it is still kept. */
-  private onNack(session: Session, message: Buffer): void {
-    const { nLayers } = this.options.model.config;
+  private onNack(session: Session, message: Buffer, nLayers: number): void {
     const request = openNack(message, { sessionId: session.sessionId, epoch: session.epoch, nChunks: session.chunks.length, nLayers }, (sender) => (sender === 0 ? session.key : undefined));
     if (typeof request === "string") return;
     const datagram = this.recentPartials.get(stepIndex(request.position, request.layer, request.phase, nLayers))?.[request.chunkIndex];
@@ -322,7 +335,7 @@ export class WorkerNode {
       this.udp.send(datagram, session.coordinatorUdpPort, session.coordinatorAddress);
       this.counters.datagramsSent++;
     });
-    this.recentPartials.set(stepIndex(position, layer, phase, this.options.model.config.nLayers), sent);
+    this.recentPartials.set(stepIndex(position, layer, phase, this.loaded!.config.nLayers), sent);
     // A NACK comes within a phase or two; four steps cover a late one.
     if (this.recentPartials.size > 4) this.recentPartials.delete(this.recentPartials.keys().next().value!);
   }
@@ -336,19 +349,4 @@ function nextStep(position: number, layer: number, phase: number, nLayers: numbe
   if (phase === SYNC_PHASE_IDS.attention) return { position, layer, phase: SYNC_PHASE_IDS.ffn };
   if (layer + 1 < nLayers) return { position, layer: layer + 1, phase: SYNC_PHASE_IDS.attention };
   return { position: position + 1, layer: 0, phase: SYNC_PHASE_IDS.attention };
-}
-
-/** A placement with this device as 1 and everyone else as 0, from the ranges a plan message gives this worker. */
-function placementFromRanges(layers: ReadonlyArray<{ attention: ReadonlyArray<readonly [number, number]>; ffn: ReadonlyArray<readonly [number, number]> }>, layout: GroupLayout, ffnBlockSize: number, hiddenDim: number): Placement {
-  const nFfn = Math.ceil(hiddenDim / ffnBlockSize);
-  if (ffnBlockSize !== layout.ffnBlockSize) throw new HaloError("HALO_ERR_MESSAGE_INVALID", `plan FFN block size ${ffnBlockSize}; this worker uses ${layout.ffnBlockSize}`);
-  const owners = (ranges: ReadonlyArray<readonly [number, number]>, n: number): number[] => {
-    const out = new Array<number>(n).fill(0);
-    for (const [start, end] of ranges) {
-      if (end > n) throw new HaloError("HALO_ERR_MESSAGE_INVALID", `group range [${start}, ${end}) outside [0, ${n})`);
-      for (let g = start; g < end; g++) out[g] = 1;
-    }
-    return out;
-  };
-  return { nDevices: 2, layers: layers.map((l) => ({ attention: owners(l.attention, layout.nAttentionGroups), ffn: owners(l.ffn, nFfn) })) };
 }

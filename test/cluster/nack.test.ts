@@ -24,7 +24,7 @@ test("10% loss both ways: lost chunks are asked for and sent again; few contribu
   const sha = modelSha256(path);
   const key = Buffer.from("a NACK test cluster key, 32 B!!!");
   const loss = { lossRatio: 0.1, delayMs: 0, jitterMs: 0, bandwidthMbit: 0 };
-  const workers = await Promise.all([1, 2].map((i) => WorkerNode.start({ model, modelSha256: sha, kernels: testKernels(), clusterKey: key, contextLength: 64, linkProfile: loss, seed: 40 + i })));
+  const workers = await Promise.all([1, 2].map((i) => WorkerNode.start({ model: { file: model.file, config: model.config, sha256: sha }, kernels: testKernels(), clusterKey: key, contextLength: 64, linkProfile: loss, seed: 40 + i })));
   const coordinator = await ClusterCoordinator.connect({
     model, modelSha256: sha, clusterKey: key, mode: "relaxed", seed: 5,
     workers: workers.map((w) => ({ host: "127.0.0.1", port: w.tcpPort })),

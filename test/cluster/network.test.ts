@@ -4,6 +4,9 @@
  * single-node golden output at 0% loss; emulated loss drops contributions without stopping.
  */
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, test } from "node:test";
 import { ClusterCoordinator, WorkerNode, modelSha256, type DeadlineOptions, type SyncMode } from "../../src/cluster/index.js";
 import type { WireFormat } from "../../src/net/index.js";
@@ -24,8 +27,7 @@ async function startWorkers(n: number, options: { lossRatio?: number; key?: Buff
   const workers: WorkerNode[] = [];
   for (let i = 0; i < n; i++) {
     const worker = await WorkerNode.start({
-      model,
-      modelSha256: options.sha ?? sha,
+      model: { file: model.file, config: model.config, sha256: options.sha ?? sha },
       kernels: testKernels(),
       clusterKey: options.key ?? clusterKey,
       contextLength: 256,
@@ -167,4 +169,37 @@ test("critical contributions are awaited up to the hard deadline; the others onl
   assert.ok(soft.waitedMs < soft.dropped * hardMs * 0.5, `soft: ${soft.waitedMs} ms for ${soft.dropped} drops`);
   // The critical worker's inputs go out twice: 3 copies per chunk instead of 2 across the two workers.
   assert.equal(critical.datagramsSent * 2, soft.datagramsSent * 3);
+});
+
+test("workers without the model file receive their slices from the coordinator, hash-checked and cached; the cluster still matches a single node", async () => {
+  const { model } = await loadStories();
+  const root = mkdtempSync(join(tmpdir(), "halo-shards-"));
+  cleanups.push(async () => rmSync(root, { recursive: true, force: true }));
+  const startBare = async (i: number) => {
+    const worker = await WorkerNode.start({ kernels: testKernels(), clusterKey, contextLength: 256, shardCacheDir: join(root, `worker-${i}`), seed: 200 + i });
+    cleanups.push(() => worker.close());
+    return worker;
+  };
+  const connect = (workers: WorkerNode[], logs: string[]) => ClusterCoordinator.connect({
+    model, modelSha256: sha, clusterKey, mode: "strict", wire: "f32", shardCacheDir: join(root, "coordinator"),
+    workers: workers.map((w) => ({ host: "127.0.0.1", port: w.tcpPort })), log: (line) => logs.push(line),
+  });
+  const workers = [await startBare(1), await startBare(2)];
+  const logs: string[] = [];
+  const coordinator = await connect(workers, logs);
+  assert.deepEqual(workers.map((w) => w.loadedGroups?.fromShard), [true, true]);
+  assert.deepEqual(logs.filter((l) => l.includes("received its weights")).length, 2, logs.join("\n"));
+  const engine = new Engine(model.config, model.weights, { kernels: testKernels(), contextLength: 256, synchronizer: coordinator });
+  const logits = Float32Array.from((await engine.evaluate(golden.logits.input_ids, 0, "last"))!);
+  assert.ok(maxAbsDiff(logits, golden.logits.last) < 1e-4, `max diff ${maxAbsDiff(logits, golden.logits.last)}`);
+  await coordinator.close();
+  // New worker processes on the same caches: nothing is sent again.
+  const again = [await startBare(1), await startBare(2)];
+  const logsAgain: string[] = [];
+  const second = await connect(again, logsAgain);
+  assert.deepEqual(again.map((w) => w.loadedGroups?.fromShard), [true, true]);
+  assert.equal(logsAgain.filter((l) => l.includes("already had its weights")).length, 2, logsAgain.join("\n"));
+  const result = await generate(new Engine(model.config, model.weights, { kernels: testKernels(), contextLength: 256, synchronizer: second }), model.tokenizer, greedy(model.config.vocabSize), golden.greedy_prompt.prompt_ids, { maxTokens: 20 });
+  assert.deepEqual(result.tokens, golden.greedy_prompt.generated_ids.slice(0, 20));
+  await second.close();
 });
