@@ -15,7 +15,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
-import { HaloError, describeError, systemClock, type Clock, type TimerHandle } from "../base/index.js";
+import { HaloError, describeError, systemClock, type Clock } from "../base/index.js";
 import type { PhaseStep, Synchronizer } from "../engine/index.js";
 import type { LoadedModel } from "../model/index.js";
 import {
@@ -26,7 +26,7 @@ import {
 import { QUANT_TRAITS } from "../kernels/index.js";
 import { DEFAULT_FFN_BLOCK_SIZE, createGroupLayout, devicesInPhase, groupsOfDevice, proportionalPlacement, type GroupKind, type GroupLayout, type GroupRange, type Placement } from "../partition/index.js";
 import { MAX_NACK_TRIES, NackScheduler } from "./nackScheduler.js";
-import { PhaseDeadline, type DeadlineOptions } from "./phaseDeadline.js";
+import { PhaseDeadline, PhaseWait, type DeadlineOptions } from "./phaseDeadline.js";
 import { decodeVectors, encodeVectors } from "./wireVectors.js";
 import {
   createWorkerLink, isLoopbackHost, joinWorker, planMessage, reconnectWorkerLink, reportWorkerLink, sendPlan, shardSource,
@@ -89,20 +89,6 @@ export interface PhaseStats {
 
 
 
-interface PendingRelaxed {
-  position: number;
-  layer: number;
-  phase: SyncPhaseId;
-  devices: number[];
-  critical: number[];
-  /** Past the soft deadline, or silent for the grace: only critical contributions are awaited now. */
-  softExpired: boolean;
-  /** When the wait started, or the latest chunk of this phase arrived. */
-  lastArrivalMs: number;
-  longestSilenceMs: number;
-  graceTimer: TimerHandle | undefined;
-  finish: () => void;
-}
 
 
 const stepKey = (position: number, layer: number, phase: GroupKind): string => `${position}:${layer}:${phase}`;
@@ -133,7 +119,8 @@ export class ClusterCoordinator implements Synchronizer {
   private epoch: number;
   private lastPositionStart = -1;
   private readonly deadline: PhaseDeadline;
-  private pendingRelaxed: PendingRelaxed | undefined;
+  /** The relaxed phase being waited for, if any. */
+  private waiting: PhaseWait | undefined;
   private reliableWaits: Array<Promise<Uint8Array | undefined>> = [];
   /** The workers the reliable waits belong to, in order. */
   private reliableDevices: number[] = [];
@@ -302,7 +289,16 @@ export class ClusterCoordinator implements Synchronizer {
     const phaseId = SYNC_PHASE_IDS[phase];
     // Complete before the wait: nothing was silent, as far as this phase can tell.
     let longestSilenceMs = 0;
-    if (!this.isComplete(positionStart, layerIndex, phaseId, devices)) longestSilenceMs = await this.waitForContributions(positionStart, layerIndex, phase, devices);
+    if (!this.isComplete(positionStart, layerIndex, phaseId, devices)) {
+      const critical = this.options.isCritical === undefined ? [] : devices.filter((d) => this.options.isCritical!(d, layerIndex, phase));
+      const wait = new PhaseWait({
+        clock: this.clock, deadline: this.deadline, phaseStartMs: this.phaseStartMs, step: { position: positionStart, layer: layerIndex, phase: phaseId },
+        isComplete: (awaited) => this.isComplete(positionStart, layerIndex, phaseId, awaited === "all" ? devices : critical),
+      });
+      this.waiting = wait;
+      longestSilenceMs = await wait.done;
+      this.waiting = undefined;
+    }
     const completeMs = this.clock.now() - this.phaseStartMs;
     let allArrived = true;
     for (const device of devices) {
@@ -386,59 +382,6 @@ export class ClusterCoordinator implements Synchronizer {
     return { softMs: this.deadline.softMs(), graceMs: this.deadline.graceMs(), hardMs: this.deadline.hardMs };
   }
 
-  /**
-   * Waits until every contribution arrived, or (soft deadline passed, or no chunk for the grace
-   * after the latest arrival) with every critical one in, or the hard deadline. Resolves with
-   * the longest silence between arrivals, which a complete phase teaches the grace.
-   */
-  private waitForContributions(position: number, layer: number, phase: GroupKind, devices: number[]): Promise<number> {
-    const critical = this.options.isCritical === undefined ? [] : devices.filter((d) => this.options.isCritical!(d, layer, phase));
-    return new Promise<number>((resolve) => {
-      const timers: TimerHandle[] = [];
-      const pending: PendingRelaxed = {
-        position, layer, phase: SYNC_PHASE_IDS[phase], devices, critical, softExpired: false,
-        lastArrivalMs: this.clock.now(), longestSilenceMs: 0, graceTimer: undefined,
-        finish: () => {
-          for (const timer of timers) timer.cancel();
-          pending.graceTimer?.cancel();
-          this.pendingRelaxed = undefined;
-          resolve(Math.max(pending.longestSilenceMs, this.clock.now() - pending.lastArrivalMs));
-        },
-      };
-      this.pendingRelaxed = pending;
-      const expire = (): void => {
-        pending.softExpired = true;
-        this.checkPending();
-      };
-      timers.push(this.clock.setTimer(this.phaseStartMs + this.softDeadlineMs() - this.clock.now(), expire));
-      timers.push(this.clock.setTimer(this.phaseStartMs + this.deadline.hardMs - this.clock.now(), pending.finish));
-      this.armGrace(pending, expire);
-    });
-  }
-
-  private armGrace(pending: PendingRelaxed, expire: () => void): void {
-    pending.graceTimer?.cancel();
-    pending.graceTimer = this.clock.setTimer(this.deadline.graceMs(), expire);
-  }
-
-  /** A chunk of the phase being awaited arrived: the silence ends, and the grace starts again. */
-  private noteArrival(pending: PendingRelaxed): void {
-    const now = this.clock.now();
-    pending.longestSilenceMs = Math.max(pending.longestSilenceMs, now - pending.lastArrivalMs);
-    pending.lastArrivalMs = now;
-    if (!pending.softExpired) this.armGrace(pending, () => {
-      pending.softExpired = true;
-      this.checkPending();
-    });
-  }
-
-  private checkPending(): void {
-    const pending = this.pendingRelaxed;
-    if (pending === undefined) return;
-    const awaited = pending.softExpired ? pending.critical : pending.devices;
-    if (this.isComplete(pending.position, pending.layer, pending.phase, awaited)) pending.finish();
-  }
-
   private groupCount(device: number, layerIndex: number, phase: GroupKind): number {
     let n = 0;
     for (const owner of this.placement.layers[layerIndex]![phase]) if (owner === device) n++;
@@ -467,9 +410,7 @@ export class ClusterCoordinator implements Synchronizer {
     link.stats.recordTransit(sendTimeUs, this.clock.now());
     if (this.receiver.chunksReceived(position, layer, phase, senderIndex) === this.chunks.length) link.stats.recordRtt(this.clock.now() - this.phaseStartMs);
     else this.nackLaterIfMissing(link, position, layer, phase);
-    const pending = this.pendingRelaxed;
-    if (pending !== undefined && pending.position === position && pending.layer === layer && pending.phase === phase) this.noteArrival(pending);
-    this.checkPending();
+    this.waiting?.onArrival(position, layer, phase);
   }
 
   /** Some chunks of a worker's partial sum arrived: the others should follow at once, else ask for them. */
@@ -515,7 +456,7 @@ export class ClusterCoordinator implements Synchronizer {
     for (const resolve of link.waiting.values()) resolve(undefined);
     link.waiting.clear();
     // A phase waiting on the lost worker need not wait for its deadline.
-    this.checkPending();
+    this.waiting?.check();
     this.scheduleRejoin(link);
   }
 

@@ -10,6 +10,9 @@
  *   the soft deadline would only add its margin to every token that lost a packet.
  * Critical contributions are awaited up to hardMs.
  */
+import type { Clock, TimerHandle } from "../base/index.js";
+import type { SyncPhaseId } from "../net/index.js";
+
 export interface DeadlineOptions {
   /** The longest a phase waits (for critical contributions). Defaults to 250 ms. */
   hardMs?: number;
@@ -67,5 +70,78 @@ class SmoothedTime {
     }
     this.deviationMs = 0.75 * this.deviationMs + 0.25 * Math.abs(sampleMs - this.meanMs);
     this.meanMs = 0.875 * this.meanMs + 0.125 * sampleMs;
+  }
+}
+
+export interface PhaseWaitOptions {
+  clock: Clock;
+  deadline: PhaseDeadline;
+  phaseStartMs: number;
+  /** The step whose chunks count as arrivals. */
+  step: { position: number; layer: number; phase: SyncPhaseId };
+  /** Whether every contribution ("all"), or every critical one, is in (a lost device counts as in). */
+  isComplete: (awaited: "all" | "critical") => boolean;
+}
+
+/**
+ * One relaxed phase's wait: done when every contribution arrived; or when the soft deadline
+ * passed, or nothing arrived for the grace, with every critical contribution in; or at the hard
+ * deadline. `done` resolves with the longest silence between arrivals, which a complete phase
+ * teaches the grace.
+ */
+export class PhaseWait {
+  readonly done: Promise<number>;
+  private softExpired = false;
+  private lastArrivalMs: number;
+  private longestSilenceMs = 0;
+  private readonly timers: TimerHandle[] = [];
+  private graceTimer: TimerHandle | undefined;
+  private resolve!: (longestSilenceMs: number) => void;
+  private finished = false;
+
+  constructor(private readonly options: PhaseWaitOptions) {
+    const { clock, deadline, phaseStartMs } = options;
+    this.lastArrivalMs = clock.now();
+    this.done = new Promise<number>((resolve) => {
+      this.resolve = resolve;
+    });
+    this.timers.push(clock.setTimer(phaseStartMs + deadline.softMs() - clock.now(), () => this.expire()));
+    this.timers.push(clock.setTimer(phaseStartMs + deadline.hardMs - clock.now(), () => this.finish()));
+    this.armGrace();
+  }
+
+  /** A chunk arrived (of any step): the silence ends if it is this phase's, then completion is checked. */
+  onArrival(position: number, layer: number, phase: SyncPhaseId): void {
+    const { step, clock } = this.options;
+    if (position === step.position && layer === step.layer && phase === step.phase && !this.finished) {
+      const now = clock.now();
+      this.longestSilenceMs = Math.max(this.longestSilenceMs, now - this.lastArrivalMs);
+      this.lastArrivalMs = now;
+      if (!this.softExpired) this.armGrace();
+    }
+    this.check();
+  }
+
+  /** Finishes if what is awaited now is in. */
+  check(): void {
+    if (!this.finished && this.options.isComplete(this.softExpired ? "critical" : "all")) this.finish();
+  }
+
+  private armGrace(): void {
+    this.graceTimer?.cancel();
+    this.graceTimer = this.options.clock.setTimer(this.options.deadline.graceMs(), () => this.expire());
+  }
+
+  private expire(): void {
+    this.softExpired = true;
+    this.check();
+  }
+
+  private finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    for (const timer of this.timers) timer.cancel();
+    this.graceTimer?.cancel();
+    this.resolve(Math.max(this.longestSilenceMs, this.options.clock.now() - this.lastArrivalMs));
   }
 }
