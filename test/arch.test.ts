@@ -20,7 +20,9 @@ const ALLOWED: Record<string, readonly string[]> = {
   net: ["base", "kernels"],
   cluster: ["base", "kernels", "model", "partition", "predictor", "engine", "loader", "scheduler", "net"],
   server: ["base", "model", "engine", "cluster"],
-  cli: ["base", "kernels", "model", "partition", "predictor", "engine", "loader", "scheduler", "net", "cluster", "server"],
+  // The namespace testbed drives processes and the kernel's network tools; it knows no model or protocol.
+  testbed: ["base"],
+  cli: ["base", "kernels", "model", "partition", "predictor", "engine", "loader", "scheduler", "net", "cluster", "server", "testbed"],
 };
 
 function sourceFiles(dir: string): string[] {

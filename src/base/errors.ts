@@ -29,6 +29,7 @@ export const ERROR_CODES = {
   HALO_ERR_SLICE_ALIGNMENT: "A device's column slice of a quantized tensor does not start and end on quantization block boundaries.",
   HALO_ERR_SHARD_INVALID: "A shard file is malformed or does not hold what it claims or what was asked for.",
   HALO_ERR_SHARD_TRANSFER: "A shard transfer failed: wrong hash or size, a chunk out of order or past the end, a refusal, or the connection was lost.",
+  HALO_ERR_TESTBED: "A network-namespace testbed command (ip, nft, tc) failed, its tool is missing, or its output could not be read.",
 } as const satisfies Record<`HALO_ERR_${string}`, string>;
 
 export type HaloErrorCode = keyof typeof ERROR_CODES;
@@ -298,6 +299,18 @@ export class ShardTransferError extends HaloError {
     this.name = "ShardTransferError";
     this.reason = reason;
     this.sha256 = sha256;
+  }
+}
+
+/** A testbed command that failed; `argv` is what ran (no shell) and `stderr` what it said. */
+export class TestbedError extends HaloError {
+  readonly argv: readonly string[];
+  readonly stderr: string;
+  constructor(argv: readonly string[], message: string, options?: { cause?: unknown; stderr?: string }) {
+    super("HALO_ERR_TESTBED", `${argv.join(" ")}: ${message}`, options);
+    this.name = "TestbedError";
+    this.argv = argv;
+    this.stderr = options?.stderr ?? "";
   }
 }
 

@@ -31,6 +31,7 @@ const instances: errors.HaloError[] = [
   new errors.SliceAlignmentError("t", 32, 8, 40, "x"),
   new errors.ShardInvalidError("/p", "x"),
   new errors.ShardTransferError("hash-mismatch", "ab".repeat(32), "x"),
+  new errors.TestbedError(["nft", "list", "ruleset"], "x"),
 ];
 
 test("every error class carries a registered code and its own name", () => {

@@ -1,0 +1,145 @@
+/**
+ * `npm run bench:cluster`: relaxed against strict synchronization on a real network stack. Each
+ * device is a `halo` process in its own network namespace on a Linux bridge (src/testbed); loss
+ * is dropped on the wire by nft in the bridge, switched on after the workers have loaded their
+ * weights; Wi-Fi-like delay and jitter are emulated in userspace by the senders' --delay/--jitter.
+ * The model is a synthetic TinyLlama-1.1B-shape Q4_0 file with fewer layers (2 cores).
+ * Prints a markdown table and writes bench/results/cluster/<timestamp>.json. Needs root.
+ *
+ * Flags: --layers N (4) --tokens N (24) --devices 4,8 --loss 0,1,2,5,10 --repeats N (1)
+ * --modes relaxed,strict --delay MS (3) --jitter MS (1) --quick (2 layers, 12 tokens, 4 devices, 0 and 5%).
+ */
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { NetnsTestbed, waitForJsonEvent } from "../../src/testbed/index.js";
+import { describeRun } from "../report.js";
+import { renderReport, summarize, type RunRecord } from "./report.js";
+
+const here = fileURLToPath(new URL(".", import.meta.url));
+const root = join(here, "..", "..", "..");
+const haloMain = join(root, "dist", "src", "cli", "main.js");
+const clusterKey = "bench cluster key, 32 bytes long";
+const workerPort = 9998;
+const prompt = "Once upon a time";
+const RUN_TIMEOUT_MS = 20 * 60_000;
+const WORKER_START_TIMEOUT_MS = 120_000;
+
+const { values: flags } = parseArgs({
+  options: {
+    layers: { type: "string" }, tokens: { type: "string" }, devices: { type: "string" }, loss: { type: "string" }, repeats: { type: "string" },
+    modes: { type: "string" }, delay: { type: "string" }, jitter: { type: "string" }, quick: { type: "boolean" },
+  },
+});
+const quick = flags.quick === true;
+const list = (value: string | undefined, fallback: string): number[] => (value ?? fallback).split(",").map(Number);
+const config = {
+  nLayers: Number(flags.layers ?? (quick ? 2 : 4)),
+  nTokens: Number(flags.tokens ?? (quick ? 12 : 24)),
+  devices: list(flags.devices, quick ? "4" : "4,8"),
+  lossPercents: list(flags.loss, quick ? "0,5" : "0,1,2,5,10"),
+  repeats: Number(flags.repeats ?? 1),
+  modes: (flags.modes ?? "relaxed,strict").split(",") as Array<"relaxed" | "strict">,
+  delayMs: Number(flags.delay ?? 3),
+  jitterMs: Number(flags.jitter ?? 1),
+};
+for (const [name, value] of Object.entries(config)) {
+  const values = Array.isArray(value) ? value : [value];
+  if (values.some((v) => typeof v === "number" && !(Number.isFinite(v) && v >= 0))) throw new Error(`--${name}: not a non-negative number: ${String(value)}`);
+}
+if (config.devices.some((n) => !(Number.isInteger(n) && n >= 2))) throw new Error(`--devices: each count must be an integer ≥ 2, got ${config.devices.join(",")}`);
+if (config.modes.some((m) => m !== "relaxed" && m !== "strict")) throw new Error(`--modes takes relaxed,strict; got ${config.modes.join(",")}`);
+if (process.getuid?.() !== 0) throw new Error("bench:cluster builds network namespaces, nft rules and qdiscs: run it as root");
+
+function halo(args: string[]): string {
+  return execFileSync(process.execPath, [haloMain, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+}
+
+/** The model file, written once by `halo synth` into the git-ignored cache (the same name bench:engine uses). */
+function ensureModel(): string {
+  const cacheDir = join(root, "bench", ".cache");
+  mkdirSync(cacheDir, { recursive: true });
+  const path = join(cacheDir, `tinyllama-1.1b-${config.nLayers}l-q4_0.gguf`);
+  if (!existsSync(path)) {
+    process.stderr.write(`writing ${path}…\n`);
+    halo(["synth", "--shape", "tinyllama-1.1b", "--type", "q4_0", "--layers", String(config.nLayers), "--seed", "1", "--out", path]);
+  }
+  return path;
+}
+
+const modelPath = ensureModel();
+const linkFlags = ["--delay", String(config.delayMs), "--jitter", String(config.jitterMs)];
+// Workers emulate delay on what they send. The coordinator does too once halo run takes the same flags; until then its sends are undelayed.
+const coordinatorEmulatesDelay = halo(["run", "--help"]).includes("--delay");
+const common = ["--model", modelPath, "--threads", "1", "--cluster-key", clusterKey];
+
+interface HaloRunJson {
+  tokens: number[];
+  cluster: { devices: number; mode: string; lostWorkers: number[]; totals: { droppedContributions: number; expectedContributions: number; syncWaitMs: number } };
+  perToken: Array<{ ms: number; syncWaitMs: number; dropped: number; expected: number }>;
+}
+
+async function measure(testbed: NetnsTestbed, mode: "relaxed" | "strict", nTokens: number): Promise<{ json: HaloRunJson; wireDrops: number }> {
+  const workers = Array.from({ length: testbed.nNodes - 1 }, (_, i) => `${testbed.address(i + 1)}:${workerPort}`).join(",");
+  const args = [haloMain, "run", ...common, "--workers", workers, "--sync", mode, "--prompt", prompt, "--max-tokens", String(nTokens), "--ignore-eos", "--temperature", "0", "--json"];
+  if (coordinatorEmulatesDelay) args.push(...linkFlags);
+  const dropsBefore = await testbed.dropCounters();
+  const result = await testbed.exec(0, process.execPath, args, { timeoutMs: RUN_TIMEOUT_MS });
+  if (result.code !== 0) throw new Error(`halo run (${mode}, ${testbed.nNodes} devices) exited ${result.code ?? result.signal}: ${result.stderr.slice(-2000)}`);
+  const dropsAfter = await testbed.dropCounters();
+  const wireDrops = dropsAfter.reduce((sum, link, i) => sum + link.fromNodePackets + link.toNodePackets - dropsBefore[i]!.fromNodePackets - dropsBefore[i]!.toNodePackets, 0);
+  return { json: JSON.parse(result.stdout) as HaloRunJson, wireDrops };
+}
+
+async function benchDevices(nDevices: number, runs: RunRecord[]): Promise<void> {
+  const testbed = await NetnsTestbed.create({ family: "halobench", links: Array.from({ length: nDevices }, () => ({})) });
+  const stop = (): void => void testbed.close().finally(() => process.exit(130));
+  process.once("SIGINT", stop);
+  try {
+    const workers = Array.from({ length: nDevices - 1 }, (_, i) =>
+      testbed.spawn(i + 1, process.execPath, [haloMain, "worker", ...common, "--host", testbed.address(i + 1), "--port", String(workerPort), ...linkFlags, "--seed", String(i + 1)], { stdio: ["ignore", "pipe", "inherit"] }),
+    );
+    await Promise.all(workers.map((child) => waitForJsonEvent(child, "listening", WORKER_START_TIMEOUT_MS)));
+    // One short run pages the weights in on every device, so the first measured run does not pay for it.
+    await measure(testbed, "relaxed", 2);
+    for (const lossPercent of config.lossPercents) {
+      // Loss on every worker's link, both ways; the coordinator's own link stays clean, so each message crosses one lossy hop.
+      await testbed.setLoss([0, ...Array.from({ length: nDevices - 1 }, () => lossPercent)]);
+      for (let repeat = 0; repeat < config.repeats; repeat++) {
+        for (const mode of config.modes) {
+          const started = performance.now();
+          const { json, wireDrops } = await measure(testbed, mode, config.nTokens);
+          // The first token's time includes the prompt's prefill; TPOT counts decode steps only.
+          const tpotMs = json.perToken.slice(1).map((t) => t.ms);
+          runs.push({ devices: nDevices, lossPercent, mode, repeat, tpotMs, droppedContributions: json.cluster.totals.droppedContributions, expectedContributions: json.cluster.totals.expectedContributions, lostWorkers: json.cluster.lostWorkers, wireDrops, syncWaitMs: json.cluster.totals.syncWaitMs, wallMs: performance.now() - started });
+          process.stderr.write(`${nDevices} devices, ${lossPercent}% loss, ${mode} #${repeat + 1}: ${(performance.now() - started).toFixed(0)} ms, ${json.cluster.totals.droppedContributions}/${json.cluster.totals.expectedContributions} dropped, ${wireDrops} wire drops, lost ${JSON.stringify(json.cluster.lostWorkers)}\n`);
+        }
+      }
+    }
+  } finally {
+    process.removeListener("SIGINT", stop);
+    await testbed.close();
+  }
+}
+
+/** One device, no network: what the cluster's TPOT compares against. */
+function singleDeviceMsPerToken(): number {
+  const json = JSON.parse(halo(["run", "--model", modelPath, "--threads", "1", "--prompt", prompt, "--max-tokens", String(config.nTokens), "--ignore-eos", "--temperature", "0", "--json"])) as { timings: { msPerToken: number } };
+  return json.timings.msPerToken;
+}
+
+const runs: RunRecord[] = [];
+const singleDeviceMs = singleDeviceMsPerToken();
+for (const nDevices of config.devices) await benchDevices(nDevices, runs);
+const summary = summarize(runs);
+const run = describeRun();
+const setting = `${config.nLayers}-layer TinyLlama-1.1B-shape Q4_0, ${config.nTokens} tokens (TPOT over the last ${config.nTokens - 1}), ${config.repeats} repeat(s), --threads 1 per process; ` +
+  `links: ${config.delayMs} ms delay ± ${config.jitterMs} ms jitter on worker datagrams${coordinatorEmulatesDelay ? " and the coordinator's" : " (the coordinator's sends are undelayed: halo run has no --delay yet)"}; TCP (strict, prefill) undelayed; loss dropped by nft on every worker link`;
+console.log(`\n${run.line}\n${setting}\none device, no network, 1 thread: ${singleDeviceMs.toFixed(1)} ms/token (${(1000 / singleDeviceMs).toFixed(2)} tok/s)\n\n${renderReport(summary)}\n`);
+const outDir = join(root, "bench", "results", "cluster");
+mkdirSync(outDir, { recursive: true });
+const outPath = join(outDir, `${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
+writeFileSync(outPath, JSON.stringify({ ...run.record, config, coordinatorEmulatesDelay, setting, singleDeviceMsPerToken: singleDeviceMs, summary, runs }, null, 2));
+console.log(`wrote ${outPath}`);
