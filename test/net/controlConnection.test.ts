@@ -495,26 +495,35 @@ test("heartbeats: bytes of a slow large frame count as life; the idle deadline s
 
 test("backpressure: a consumer that falls behind pauses reading, suspends liveness, and loses nothing", async () => {
   const { clock, worker, coordinator } = await connectedPair({ maxQueuedBytes: 1500 });
-  const nMessages = 60;
-  for (let position = 0; position < nMessages; position++) coordinator.send({ ...EXAMPLE_INPUT, position } as ControlMessage);
-  await waitFor(() => worker.stats.queuedBytes > 1500, "the queue to fill");
-  await settle(20);
-  assert.ok(worker.stats.queuedMessages < nMessages, `reading paused with ${worker.stats.queuedMessages} queued`);
-  for (let step = 1; step <= 20; step++) {
-    clock.advance(250);
-    const expected = Math.floor(step / 2);
-    await waitFor(() => coordinator.stats.heartbeatsReceived >= expected, `worker heartbeat ${expected}`);
+  try {
+    // 60 × 256 KiB is far more than loopback's socket buffers hold, so reading must pause after
+    // the first frames, however the kernel batches the bytes on a busy machine.
+    const nMessages = 60;
+    const data = new Uint8Array(256 * 1024).fill(7);
+    for (let position = 0; position < nMessages; position++) coordinator.send({ ...EXAMPLE_INPUT, position, data } as ControlMessage);
+    await waitFor(() => worker.stats.queuedBytes > 1500, "the queue to fill");
+    await settle(20);
+    assert.ok(worker.stats.queuedMessages < nMessages, `reading paused with ${worker.stats.queuedMessages} queued`);
+    for (let step = 1; step <= 20; step++) {
+      clock.advance(250);
+      const expected = Math.floor(step / 2);
+      await waitFor(() => coordinator.stats.heartbeatsReceived >= expected, `worker heartbeat ${expected}`);
+    }
+    assert.equal(worker.state, "open", "5 s of its own backlog is not the peer's silence");
+    const positions: number[] = [];
+    while (positions.length < nMessages) {
+      const message = await worker.receive();
+      assert.equal(message.type, "input");
+      positions.push(message.position);
+    }
+    assert.deepEqual(positions, Array.from({ length: nMessages }, (_, i) => i));
+    await coordinator.close();
+    await worker.closed;
+  } finally {
+    // A failed assertion must not leave sockets open: the file would never exit.
+    coordinator.destroy();
+    worker.destroy();
   }
-  assert.equal(worker.state, "open", "5 s of its own backlog is not the peer's silence");
-  const positions: number[] = [];
-  while (positions.length < nMessages) {
-    const message = await worker.receive();
-    assert.equal(message.type, "input");
-    positions.push(message.position);
-  }
-  assert.deepEqual(positions, Array.from({ length: nMessages }, (_, i) => i));
-  await coordinator.close();
-  await worker.closed;
 });
 
 test("destroy ends at once; the peer sees the stream end without stop", async () => {
