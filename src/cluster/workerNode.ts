@@ -20,6 +20,7 @@ import {
 import type { GroupKind } from "../partition/index.js";
 import { NackScheduler } from "./nackScheduler.js";
 import type { ShardProgress } from "./shardTransfer.js";
+import { CLUSTER_LIVENESS } from "./workerLink.js";
 import { loadPlanGroups, type LoadedGroups, type LocalModel } from "./workerSlices.js";
 import { decodeVectors, encodeVectors } from "./wireVectors.js";
 
@@ -139,7 +140,7 @@ export class WorkerNode {
     });
     let connection: ControlConnection;
     try {
-      connection = await ControlConnection.accept(socket, { clusterKey: this.options.clusterKey, clock: this.options.clock });
+      connection = await ControlConnection.accept(socket, { clusterKey: this.options.clusterKey, clock: this.options.clock, ...CLUSTER_LIVENESS });
     } catch (error) {
       this.log(`rejected a connection from ${socket.remoteAddress}: ${describeError(error)}`);
       socket.destroy();

@@ -95,13 +95,13 @@ test("F1 + F6, strict: the same, with the reliable baseline", async () => {
   await killAndRestart("strict");
 });
 
-test("F5: a worker stopped (SIGSTOP) for 2.5 s: tokens keep coming, it is declared lost, and after SIGCONT it is re-admitted without a restart", async () => {
+test("F5: a worker stopped (SIGSTOP) for 4 s: tokens keep coming, it is declared lost, and after SIGCONT it is re-admitted without a restart", async () => {
   const workers = [await startWorkerProcess(0), await startWorkerProcess(0)];
   const { model } = await loadStories();
   const coordinator = await ClusterCoordinator.connect({
     model, modelSha256: modelSha256(stories260KPath()), clusterKey: Buffer.from(KEY), mode: "relaxed",
     workers: workers.map((w) => ({ host: "127.0.0.1", port: w.port })),
-    deadlines: { minMs: 50, hardMs: 200 },
+    deadlines: { minMs: 20, hardMs: 100 },
     rejoinIntervalMs: 100,
   });
   try {
@@ -115,13 +115,14 @@ test("F5: a worker stopped (SIGSTOP) for 2.5 s: tokens keep coming, it is declar
     for (let i = 0; i < 200 && !(resumed && coordinator.totals.workersRejoined === 1); i++) {
       logits = await engine.step(argmax(logits), prompt.length + i);
       if (!resumed) tokensWhileStopped++;
-      if (!resumed && performance.now() - stoppedAt > 2500) {
+      // Past the 3 s (3 heartbeats) after which the silent worker counts as lost.
+      if (!resumed && performance.now() - stoppedAt > 4000) {
         workers[1]!.child.kill("SIGCONT");
         resumed = true;
       }
       await sleep(10);
     }
-    assert.ok(tokensWhileStopped >= 5, `only ${tokensWhileStopped} tokens while the worker was stopped`);
+    assert.ok(tokensWhileStopped >= 4, `only ${tokensWhileStopped} tokens while the worker was stopped`);
     assert.deepEqual([coordinator.totals.workersLost, coordinator.totals.workersRejoined, coordinator.lostWorkers], [1, 1, []]);
     assert.equal(workers[1]!.child.exitCode, null, "the same process came back");
   } finally {
