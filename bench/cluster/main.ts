@@ -136,7 +136,7 @@ for (const nDevices of config.devices) await benchDevices(nDevices, runs);
 const summary = summarize(runs);
 const run = describeRun();
 const setting = `${config.nLayers}-layer TinyLlama-1.1B-shape Q4_0, ${config.nTokens} tokens (TPOT over the last ${config.nTokens - 1}), ${config.repeats} repeat(s), --threads 1 per process; ` +
-  `links: ${config.delayMs} ms delay ± ${config.jitterMs} ms jitter on worker datagrams${coordinatorEmulatesDelay ? " and the coordinator's" : " (the coordinator's sends are undelayed: halo run has no --delay yet)"}; TCP (strict, prefill) undelayed; loss dropped by nft on every worker link`;
+  `links: ${config.delayMs} ms delay ± ${config.jitterMs} ms jitter emulated on everything each device sends${coordinatorEmulatesDelay ? "" : " but the coordinator (halo run has no --delay)"} (datagrams and, in order, TCP messages); loss dropped by nft on every worker link`;
 console.log(`\n${run.line}\n${setting}\none device, no network, 1 thread: ${singleDeviceMs.toFixed(1)} ms/token (${(1000 / singleDeviceMs).toFixed(2)} tok/s)\n\n${renderReport(summary)}\n`);
 const outDir = join(root, "bench", "results", "cluster");
 mkdirSync(outDir, { recursive: true });

@@ -3,12 +3,12 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { HaloError, UsageError } from "../base/index.js";
-import { booleanFlag, integerFlag, parseFlags } from "./flags.js";
+import { booleanFlag, integerFlag, parseFlags, stringFlag } from "./flags.js";
 import type { CommandIo } from "./io.js";
-import { LINK_FLAGS, LINK_FLAGS_HELP, LOOPBACK_DEV_KEY, readLinkProfile, readSeed } from "./clusterFlags.js";
+import { LINK_FLAGS, LINK_FLAGS_HELP, LOOPBACK_DEV_KEY, linkProfileOf, linkSpecArgs, readLinkSpec, readLinksFile, readSeed } from "./clusterFlags.js";
 import { GENERATION_FLAGS, GENERATION_FLAGS_HELP, executeGeneration, readGenerationFlags } from "./run.js";
 
-export const CLUSTER_HELP = `usage: halo cluster --local N [--loss PCT] [--delay MS] [--jitter MS] [--bandwidth MBIT] [--seed S]
+export const CLUSTER_HELP = `usage: halo cluster --local N [--loss PCT] [--delay MS] [--jitter MS] [--bandwidth MBIT] [--links FILE] [--seed S]
                    [--sync relaxed|strict] [every flag of halo run]
 
 Starts N−1 worker processes and this coordinator on loopback, each worker link emulated in
@@ -21,6 +21,8 @@ userspace (seeded loss, delay, jitter, bandwidth), and generates like halo run.
       --deadline-min MS  relaxed mode: the shortest soft deadline per phase (default 5)
       --deadline-max MS  relaxed mode: the hard deadline per phase, for critical contributions (default 250)
 ${LINK_FLAGS_HELP}
+      --links FILE       per-worker links: a JSON array, one {loss, lossBurst, delay, jitter, bandwidth}
+                         per worker; fields left out take the flags' values
 ${GENERATION_FLAGS_HELP}`;
 
 const WORKER_START_TIMEOUT_MS = 60_000;
@@ -48,7 +50,7 @@ function startWorker(args: string[]): Promise<{ child: ChildProcess; port: numbe
 }
 
 export async function clusterCommand(argv: readonly string[], io: CommandIo): Promise<number> {
-  const flags = parseFlags(argv, { ...GENERATION_FLAGS, ...LINK_FLAGS, local: { type: "string" } });
+  const flags = parseFlags(argv, { ...GENERATION_FLAGS, ...LINK_FLAGS, local: { type: "string" }, links: { type: "string" } });
   if (booleanFlag(flags, "help")) {
     io.stdout(CLUSTER_HELP + "\n");
     return 0;
@@ -56,21 +58,23 @@ export async function clusterCommand(argv: readonly string[], io: CommandIo): Pr
   const nDevices = integerFlag(flags, "local", 1, 64);
   if (nDevices === undefined) throw new UsageError("--local N is required (the number of devices on this machine)");
   const request = readGenerationFlags(flags);
-  const linkProfile = readLinkProfile(flags);
+  const defaultLink = readLinkSpec(flags);
+  const linksPath = stringFlag(flags, "links");
+  const links = linksPath === undefined ? Array.from({ length: nDevices - 1 }, () => defaultLink) : readLinksFile(linksPath, nDevices - 1, defaultLink);
+  const linkProfiles = links.map(linkProfileOf);
   const seed = readSeed(flags) ?? 1;
   const forwarded = ["--host", "127.0.0.1", "--port", "0", "--cluster-key", LOOPBACK_DEV_KEY, "--model", request.modelFlags.modelPath, "--threads", String(request.modelFlags.threads ?? 1)];
   if (request.modelFlags.contextLength !== undefined) forwarded.push("--ctx-size", String(request.modelFlags.contextLength));
-  forwarded.push("--loss", String(linkProfile.lossRatio * 100), "--delay", String(linkProfile.delayMs), "--jitter", String(linkProfile.jitterMs), "--bandwidth", String(linkProfile.bandwidthMbit));
   const children: ChildProcess[] = [];
   const stopChildren = (): void => {
     for (const child of children) if (child.exitCode === null) child.kill("SIGTERM");
   };
   process.once("exit", stopChildren);
   try {
-    const started = await Promise.all(Array.from({ length: nDevices - 1 }, (_, i) => startWorker([...forwarded, "--seed", String(seed * 1000 + i + 1)])));
+    const started = await Promise.all(Array.from({ length: nDevices - 1 }, (_, i) => startWorker([...forwarded, ...linkSpecArgs(links[i]!), "--seed", String(seed * 1000 + i + 1)])));
     children.push(...started.map((s) => s.child));
     return await executeGeneration(
-      { ...request, cluster: { workers: started.map((s) => ({ host: "127.0.0.1", port: s.port })), mode: request.mode, wire: request.wire, shares: request.shares, ffnBlockSize: request.ffnBlockSize, deadlines: request.deadlines, clusterKey: Buffer.from(LOOPBACK_DEV_KEY), linkProfile, seed } },
+      { ...request, cluster: { workers: started.map((s) => ({ host: "127.0.0.1", port: s.port })), mode: request.mode, wire: request.wire, shares: request.shares, ffnBlockSize: request.ffnBlockSize, deadlines: request.deadlines, clusterKey: Buffer.from(LOOPBACK_DEV_KEY), linkProfiles, seed } },
       io,
     );
   } finally {

@@ -63,7 +63,8 @@ export interface GenerationRequest {
     ffnBlockSize?: number;
     deadlines?: DeadlineOptions;
     clusterKey: Buffer;
-    linkProfile?: LinkProfile;
+    /** The emulated link to each worker (what this coordinator sends). */
+    linkProfiles?: LinkProfile[];
     seed?: number;
   };
 }
@@ -109,7 +110,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   const request = readGenerationFlags(flags);
   const workerList = stringFlag(flags, "workers");
   const workers = workerList === undefined ? undefined : parseWorkerList(workerList);
-  const cluster = workers === undefined ? undefined : { workers, mode: request.mode, wire: request.wire, shares: request.shares, ffnBlockSize: request.ffnBlockSize, deadlines: request.deadlines, clusterKey: readClusterKey(flags, workers.map((w) => w.host)), linkProfile: readLinkProfile(flags), seed: readSeed(flags) };
+  const cluster = workers === undefined ? undefined : { workers, mode: request.mode, wire: request.wire, shares: request.shares, ffnBlockSize: request.ffnBlockSize, deadlines: request.deadlines, clusterKey: readClusterKey(flags, workers.map((w) => w.host)), linkProfiles: workers.map(() => readLinkProfile(flags)), seed: readSeed(flags) };
   return executeGeneration({ ...request, cluster }, io);
 }
 
@@ -130,7 +131,7 @@ export async function executeGeneration(request: GenerationRequest, io: CommandI
         shares: c.shares,
         ffnBlockSize: c.ffnBlockSize,
         deadlines: c.deadlines,
-        linkProfiles: c.linkProfile === undefined ? undefined : c.workers.map(() => c.linkProfile!),
+        linkProfiles: c.linkProfiles,
         seed: c.seed,
         log: (line) => io.stderr(line + "\n"),
       });

@@ -521,6 +521,37 @@ describe("halo cluster --local", () => {
     for (const [args, message] of cases) assertErrorLine(args, await runHalo(args, { timeoutMs: 60_000 }), { command: "cluster", exitCode: 2, code: "HALO_ERR_USAGE", message });
   });
 
+  test("--links gives each worker its own emulated link (here a clean one and a bursty lossy one)", async () => {
+    const links = path.join(tmp.path, "links.json");
+    writeFileSync(links, JSON.stringify([{ loss: 0 }, { loss: 20, lossBurst: 3, delay: 1 }]));
+    const args = ["cluster", "--local", "3", "--links", links, "--seed", "4", "--prompt", "Once upon a time", "--temperature", "0", "-n", "15", "--json"];
+    const result = parseJsonLine<{ tokens: number[]; cluster: { links: Array<{ worker: number; lossRatio: number; nDatagramsObserved: number }> } }>(args, await runHalo(args, { timeoutMs: 60_000 }));
+    assert.equal(result.tokens.length, 15);
+    const [clean, lossy] = result.cluster.links;
+    assert.equal(clean!.lossRatio, 0, JSON.stringify(result.cluster.links));
+    assert.ok(lossy!.lossRatio > 0.05 && lossy!.nDatagramsObserved > 0, JSON.stringify(result.cluster.links));
+  });
+
+  test("a bad --links file is a usage error naming the problem", async () => {
+    const file = (name: string, text: string): string => {
+      const p = path.join(tmp.path, name);
+      writeFileSync(p, text);
+      return p;
+    };
+    const cases: Array<[string, string]> = [
+      [file("not-json.json", "{"), "not JSON"],
+      [file("count.json", "[{}]"), "describes 1 links; 2 workers need one each"],
+      [file("key.json", '[{"los": 5}, {}]'), "[0]: Unrecognized key: \"los\""],
+      [file("range.json", '[{"loss": 101}, {}]'), "[0].loss: Too big: expected number to be <=100"],
+    ];
+    for (const [links, message] of cases) {
+      const args = ["cluster", "--local", "3", "--links", links];
+      const run = await runHalo(args);
+      assert.equal(run.code, 2, run.stderr);
+      assert.ok(run.stderr.includes(message) && run.stderr.includes("[HALO_ERR_USAGE]"), run.stderr);
+    }
+  });
+
   test("--local is required and bounded", async () => {
     for (const [args, message] of [[["cluster"], "--local N is required"], [["cluster", "--local", "0"], "--local must be an integer from 1 to 64"]] as const) {
       assertErrorLine(args, await runHalo(args), { command: "cluster", exitCode: 2, code: "HALO_ERR_USAGE", message });
