@@ -29,7 +29,7 @@ import { MAX_NACK_TRIES, NackScheduler } from "./nackScheduler.js";
 import { PhaseDeadline, PhaseWait, type DeadlineOptions } from "./phaseDeadline.js";
 import { decodeVectors, encodeVectors } from "./wireVectors.js";
 import {
-  createWorkerLink, isLoopbackHost, joinWorker, planMessage, reconnectWorkerLink, reportWorkerLink, sendPlan, shardSource,
+  createWorkerLink, isLoopbackHost, joinWorker, joinWorkerWithRetries, planMessage, reconnectWorkerLink, reportWorkerLink, sendPlan, shardSource,
   type JoinContext, type WorkerAddress, type WorkerLink, type WorkerLinkReport,
 } from "./workerLink.js";
 
@@ -190,7 +190,7 @@ export class ClusterCoordinator implements Synchronizer {
     try {
       for (const [i, address] of options.workers.entries()) {
         const index = i + 1;
-        const { connection, udpPort } = await joinWorker(address, index, ctx);
+        const { connection, udpPort } = await joinWorkerWithRetries(address, index, ctx);
         links.push(createWorkerLink(index, address, connection, udpPort, options.linkProfiles?.[i] ?? ZERO_LINK_PROFILE, (options.seed ?? 1) * 7919 + index, clock));
         await sendPlan(connection, planMessage(placement, layout, index, ctx.epoch, wire, 0), shardSource(options, layout, placement, index, clock));
       }

@@ -75,6 +75,20 @@ export function isLoopbackHost(host: string): boolean {
   return host === "localhost" || host === "::1" || host.startsWith("127.");
 }
 
+/** Failures a lossy link can cause and another attempt can cure; a refusal (wrong key, other model) is final. */
+const TRANSIENT_JOIN_ERRORS: ReadonlySet<string> = new Set(["HALO_ERR_DEADLINE", "HALO_ERR_CONNECTION_CLOSED", "HALO_ERR_PEER_LOST"]);
+
+/** `joinWorker`, tried up to `attempts` times while it fails the way a lossy link makes it fail (lost SYNs, a stalled handshake). */
+export async function joinWorkerWithRetries(address: WorkerAddress, index: number, ctx: JoinContext, attempts = 3): Promise<{ connection: ControlConnection; udpPort: number }> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await joinWorker(address, index, ctx);
+    } catch (error) {
+      if (attempt >= attempts || !(error instanceof HaloError) || !TRANSIENT_JOIN_ERRORS.has(error.code)) throw error;
+    }
+  }
+}
+
 /** TCP connect, authenticate, join; the plan is the caller's. */
 export async function joinWorker(address: WorkerAddress, index: number, ctx: JoinContext): Promise<{ connection: ControlConnection; udpPort: number }> {
   const { clock } = ctx;
