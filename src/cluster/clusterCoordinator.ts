@@ -186,19 +186,25 @@ export class ClusterCoordinator implements Synchronizer {
     });
     const clock = options.clock ?? systemClock;
     const ctx: JoinContext = { clusterKey: options.clusterKey, modelSha256: options.modelSha256, modelName: model.config.name, clock, sessionId: randomBytes(4).readUInt32LE(0), epoch: 1, udpPort: udp.address().port };
-    const links: WorkerLink[] = [];
-    try {
-      for (const [i, address] of options.workers.entries()) {
-        const index = i + 1;
-        const { connection, udpPort } = await joinWorkerWithRetries(address, index, ctx);
-        links.push(createWorkerLink(index, address, connection, udpPort, options.linkProfiles?.[i] ?? ZERO_LINK_PROFILE, (options.seed ?? 1) * 7919 + index, clock));
+    // All workers join and load their weights at once: loading is most of a large model's start.
+    const started = await Promise.allSettled(options.workers.map(async (address, i) => {
+      const index = i + 1;
+      const { connection, udpPort } = await joinWorkerWithRetries(address, index, ctx);
+      try {
         await sendPlan(connection, planMessage(placement, layout, index, ctx.epoch, wire, 0), shardSource(options, layout, placement, index, clock));
+      } catch (error) {
+        connection.destroy();
+        throw error;
       }
-    } catch (error) {
-      for (const link of links) link.connection.destroy();
+      return createWorkerLink(index, address, connection, udpPort, options.linkProfiles?.[i] ?? ZERO_LINK_PROFILE, (options.seed ?? 1) * 7919 + index, clock);
+    }));
+    const failed = started.find((result) => result.status === "rejected");
+    if (failed !== undefined) {
+      for (const result of started) if (result.status === "fulfilled") result.value.connection.destroy();
       udp.close();
-      throw error;
+      throw failed.reason;
     }
+    const links = started.map((result) => (result as PromiseFulfilledResult<WorkerLink>).value);
     return new ClusterCoordinator(options, links, udp, ctx.sessionId, ctx.epoch, layout, placement);
   }
 
