@@ -7,7 +7,8 @@
  * Prints a markdown table and writes bench/results/cluster/<timestamp>.json. Needs root.
  *
  * Flags: --layers N (4) --tokens N (24) --devices 4,8 --loss 0,1,2,5,10 --repeats N (1)
- * --modes relaxed,strict --delay MS (3) --jitter MS (1) --quick (2 layers, 12 tokens, 4 devices, 0 and 5%).
+ * --modes relaxed,strict --delay MS (3) --jitter MS (1) --copies N (1: every datagram sent N times in relaxed mode)
+ * --quick (2 layers, 12 tokens, 4 devices, 0 and 5%).
  */
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
@@ -30,7 +31,7 @@ const WORKER_START_TIMEOUT_MS = 120_000;
 const { values: flags } = parseArgs({
   options: {
     layers: { type: "string" }, tokens: { type: "string" }, devices: { type: "string" }, loss: { type: "string" }, repeats: { type: "string" },
-    modes: { type: "string" }, delay: { type: "string" }, jitter: { type: "string" }, quick: { type: "boolean" },
+    modes: { type: "string" }, delay: { type: "string" }, jitter: { type: "string" }, copies: { type: "string" }, quick: { type: "boolean" },
   },
 });
 const quick = flags.quick === true;
@@ -44,6 +45,7 @@ const config = {
   modes: (flags.modes ?? "relaxed,strict").split(",") as Array<"relaxed" | "strict">,
   delayMs: Number(flags.delay ?? 3),
   jitterMs: Number(flags.jitter ?? 1),
+  copies: Number(flags.copies ?? 1),
 };
 for (const [name, value] of Object.entries(config)) {
   const values = Array.isArray(value) ? value : [value];
@@ -85,6 +87,7 @@ async function measure(testbed: NetnsTestbed, mode: "relaxed" | "strict", nToken
   const workers = Array.from({ length: testbed.nNodes - 1 }, (_, i) => `${testbed.address(i + 1)}:${workerPort}`).join(",");
   const args = [haloMain, "run", ...common, "--workers", workers, "--sync", mode, "--prompt", prompt, "--max-tokens", String(nTokens), "--ignore-eos", "--temperature", "0", "--json"];
   if (coordinatorEmulatesDelay) args.push(...linkFlags);
+  if (mode === "relaxed" && config.copies !== 1) args.push("--copies", String(config.copies));
   const dropsBefore = await testbed.dropCounters();
   const result = await testbed.exec(0, process.execPath, args, { timeoutMs: RUN_TIMEOUT_MS });
   if (result.code !== 0) throw new Error(`halo run (${mode}, ${testbed.nNodes} devices) exited ${result.code ?? result.signal}: ${result.stderr.slice(-2000)}`);
@@ -136,7 +139,7 @@ for (const nDevices of config.devices) await benchDevices(nDevices, runs);
 const summary = summarize(runs);
 const run = describeRun();
 const setting = `${config.nLayers}-layer TinyLlama-1.1B-shape Q4_0, ${config.nTokens} tokens (TPOT over the last ${config.nTokens - 1}), ${config.repeats} repeat(s), --threads 1 per process; ` +
-  `links: ${config.delayMs} ms delay ± ${config.jitterMs} ms jitter emulated on everything each device sends${coordinatorEmulatesDelay ? "" : " but the coordinator (halo run has no --delay)"} (datagrams and, in order, TCP messages); loss dropped by nft on every worker link`;
+  `${config.copies === 1 ? "" : `relaxed sends every datagram ${config.copies} times; `}links: ${config.delayMs} ms delay ± ${config.jitterMs} ms jitter emulated on everything each device sends${coordinatorEmulatesDelay ? "" : " but the coordinator (halo run has no --delay)"} (datagrams and, in order, TCP messages); loss dropped by nft on every worker link`;
 console.log(`\n${run.line}\n${setting}\none device, no network, 1 thread: ${singleDeviceMs.toFixed(1)} ms/token (${(1000 / singleDeviceMs).toFixed(2)} tok/s)\n\n${renderReport(summary)}\n`);
 const outDir = join(root, "bench", "results", "cluster");
 mkdirSync(outDir, { recursive: true });

@@ -17,6 +17,7 @@ userspace (seeded loss, delay, jitter, bandwidth), and generates like halo run.
       --sync MODE        relaxed (UDP, deadlines; default) or strict (TCP, wait for all)
       --wire FORMAT      q8_0 (default), q4_0, f16 or f32: how hidden states and partial sums travel
       --shares LIST      relative compute share of each device, the coordinator first (default: equal)
+      --copies N         send every datagram N times (1-4, default 1: a loss costs a NACK round trip)
       --ffn-block N      neurons per FFN group, a multiple of the weights' block size (default 32)
       --deadline-min MS  relaxed mode: the shortest soft deadline per phase (default 5)
       --deadline-max MS  relaxed mode: the hard deadline per phase, for critical contributions (default 250)
@@ -74,7 +75,7 @@ export async function clusterCommand(argv: readonly string[], io: CommandIo): Pr
     const started = await Promise.all(Array.from({ length: nDevices - 1 }, (_, i) => startWorker([...forwarded, ...linkSpecArgs(links[i]!), "--seed", String(seed * 1000 + i + 1)])));
     children.push(...started.map((s) => s.child));
     return await executeGeneration(
-      { ...request, cluster: { workers: started.map((s) => ({ host: "127.0.0.1", port: s.port })), mode: request.mode, wire: request.wire, shares: request.shares, ffnBlockSize: request.ffnBlockSize, deadlines: request.deadlines, clusterKey: Buffer.from(LOOPBACK_DEV_KEY), linkProfiles, seed } },
+      { ...request, cluster: { workers: started.map((s) => ({ host: "127.0.0.1", port: s.port })), mode: request.mode, wire: request.wire, shares: request.shares, copies: request.copies, ffnBlockSize: request.ffnBlockSize, deadlines: request.deadlines, clusterKey: Buffer.from(LOOPBACK_DEV_KEY), linkProfiles, seed } },
       io,
     );
   } finally {

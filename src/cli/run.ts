@@ -19,6 +19,7 @@ export const GENERATION_FLAGS = {
   sync: { type: "string" },
   wire: { type: "string" },
   shares: { type: "string" },
+  copies: { type: "string" },
   "ffn-block": { type: "string" },
   "deadline-min": { type: "string" },
   "deadline-max": { type: "string" },
@@ -41,6 +42,7 @@ ${GENERATION_FLAGS_HELP}
       --sync MODE        relaxed (UDP, deadlines; default) or strict (TCP, wait for all)
       --wire FORMAT      q8_0 (default), q4_0, f16 or f32: how hidden states and partial sums travel
       --shares LIST      relative compute share of each device, this one first (default: equal)
+      --copies N         send every datagram N times (1-4, default 1: a loss costs a NACK round trip)
       --ffn-block N      neurons per FFN group, a multiple of the weights' block size (default 32)
       --deadline-min MS  relaxed mode: the shortest soft deadline per phase (default 5)
       --deadline-max MS  relaxed mode: the hard deadline per phase, for critical contributions (default 250)
@@ -60,6 +62,7 @@ export interface GenerationRequest {
     mode: SyncMode;
     wire: WireFormat;
     shares?: number[];
+    copies?: number;
     ffnBlockSize?: number;
     deadlines?: DeadlineOptions;
     clusterKey: Buffer;
@@ -85,7 +88,7 @@ function readDeadlines(flags: ParsedFlags): DeadlineOptions {
   return { minMs, hardMs };
 }
 
-export function readGenerationFlags(flags: ParsedFlags): Omit<GenerationRequest, "cluster"> & { mode: SyncMode; wire: WireFormat; shares: number[] | undefined; ffnBlockSize: number | undefined; deadlines: DeadlineOptions } {
+export function readGenerationFlags(flags: ParsedFlags): Omit<GenerationRequest, "cluster"> & { mode: SyncMode; wire: WireFormat; shares: number[] | undefined; copies: number | undefined; ffnBlockSize: number | undefined; deadlines: DeadlineOptions } {
   return {
     modelFlags: readModelFlags(flags),
     sampling: readSamplingFlags(flags),
@@ -96,6 +99,7 @@ export function readGenerationFlags(flags: ParsedFlags): Omit<GenerationRequest,
     mode: choiceFlag(flags, "sync", ["relaxed", "strict"] as const) ?? "relaxed",
     wire: choiceFlag(flags, "wire", WIRE_FORMAT_NAMES) ?? "q8_0",
     shares: readShares(flags),
+    copies: integerFlag(flags, "copies", 1, 4),
     ffnBlockSize: integerFlag(flags, "ffn-block", 1, 1 << 16),
     deadlines: readDeadlines(flags),
   };
@@ -110,7 +114,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   const request = readGenerationFlags(flags);
   const workerList = stringFlag(flags, "workers");
   const workers = workerList === undefined ? undefined : parseWorkerList(workerList);
-  const cluster = workers === undefined ? undefined : { workers, mode: request.mode, wire: request.wire, shares: request.shares, ffnBlockSize: request.ffnBlockSize, deadlines: request.deadlines, clusterKey: readClusterKey(flags, workers.map((w) => w.host)), linkProfiles: workers.map(() => readLinkProfile(flags)), seed: readSeed(flags) };
+  const cluster = workers === undefined ? undefined : { workers, mode: request.mode, wire: request.wire, shares: request.shares, copies: request.copies, ffnBlockSize: request.ffnBlockSize, deadlines: request.deadlines, clusterKey: readClusterKey(flags, workers.map((w) => w.host)), linkProfiles: workers.map(() => readLinkProfile(flags)), seed: readSeed(flags) };
   return executeGeneration({ ...request, cluster }, io);
 }
 
@@ -129,6 +133,7 @@ export async function executeGeneration(request: GenerationRequest, io: CommandI
         mode: c.mode,
         wire: c.wire,
         shares: c.shares,
+        copies: c.copies,
         ffnBlockSize: c.ffnBlockSize,
         deadlines: c.deadlines,
         linkProfiles: c.linkProfiles,

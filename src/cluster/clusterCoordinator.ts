@@ -49,6 +49,12 @@ export interface ClusterOptions {
   mode: SyncMode;
   /** How vectors travel, both ways. Defaults to Q8_0 (DESIGN "Sync precision"); f32 reproduces a single node exactly. */
   wire?: WireFormat;
+  /**
+   * How many times each datagram is sent, both ways. Defaults to 1: a lost chunk costs a NACK
+   * round trip. 2 makes a loss cost nothing unless both copies go, for twice the bytes: for
+   * links where bandwidth is cheaper than round trips.
+   */
+  copies?: number;
   deadlines?: DeadlineOptions;
   /** Whether a device's contribution to (layer, phase) is awaited up to the hard deadline. Defaults to none. */
   isCritical?: (device: number, layerIndex: number, phase: GroupKind) => boolean;
@@ -169,6 +175,8 @@ export class ClusterCoordinator implements Synchronizer {
     const shares = options.shares ?? new Array<number>(nDevices).fill(1);
     if (shares.length !== nDevices) throw new HaloError("HALO_ERR_USAGE", `${shares.length} shares for ${nDevices} devices (the coordinator and ${options.workers.length} workers)`);
     const wire = options.wire ?? "q8_0";
+    const copies = options.copies ?? 1;
+    if (!(Number.isInteger(copies) && copies >= 1 && copies <= 4)) throw new HaloError("HALO_ERR_USAGE", `copies must be an integer from 1 to 4, got ${copies}`);
     if (!Object.hasOwn(WIRE_FORMATS, wire)) throw new HaloError("HALO_ERR_USAGE", `wire format '${String(wire)}' is not one of ${Object.keys(WIRE_FORMATS).join(", ")}`);
     const layout = createGroupLayout(model.config, options.ffnBlockSize ?? DEFAULT_FFN_BLOCK_SIZE);
     // W2's columns of an FFN group must be whole quantization blocks.
@@ -191,7 +199,7 @@ export class ClusterCoordinator implements Synchronizer {
       const index = i + 1;
       const { connection, udpPort } = await joinWorkerWithRetries(address, index, ctx);
       try {
-        await sendPlan(connection, planMessage(placement, layout, index, ctx.epoch, wire, 0), shardSource(options, layout, placement, index, clock));
+        await sendPlan(connection, planMessage(placement, layout, index, ctx.epoch, wire, 0, copies), shardSource(options, layout, placement, index, clock));
       } catch (error) {
         connection.destroy();
         throw error;
@@ -262,8 +270,9 @@ export class ClusterCoordinator implements Synchronizer {
     const sendTimeUs = this.sendTimeUs();
     for (const device of devices) {
       const link = this.links[device - 1]!;
-      // A critical worker gets every input datagram twice: one loss no longer costs its contribution.
-      const nCopies = this.options.isCritical?.(device, layerIndex, phase) === true ? 2 : 1;
+      // A critical worker gets every input datagram at least twice: one loss no longer costs its contribution.
+      const copies = this.options.copies ?? 1;
+      const nCopies = this.options.isCritical?.(device, layerIndex, phase) === true ? Math.max(2, copies) : copies;
       for (let copy = 0; copy < nCopies; copy++) {
         for (let chunkIndex = 0; chunkIndex < this.chunks.length; chunkIndex++) this.sendInputChunk(link, chunkIndex, copy > 0, sendTimeUs);
       }
@@ -441,7 +450,7 @@ export class ClusterCoordinator implements Synchronizer {
   private activateRejoined(position: number): void {
     for (const link of this.links) {
       if (link.state !== "ready") continue;
-      link.connection.send(planMessage(this.placement, this.layout, link.index, this.epoch, this.wire, position));
+      link.connection.send(planMessage(this.placement, this.layout, link.index, this.epoch, this.wire, position, this.options.copies ?? 1));
       link.state = "active";
       this.totals.workersRejoined++;
       this.options.log?.(`halo coordinator: worker ${link.index} rejoined at position ${position}`);
@@ -488,7 +497,7 @@ export class ClusterCoordinator implements Synchronizer {
     }
     try {
       // The worker loads its weights now (or receives them); it starts computing at the next token's plan.
-      await sendPlan(joined.connection, planMessage(this.placement, this.layout, link.index, this.epoch, this.wire, Math.max(0, this.lastPositionStart)), shardSource(this.options, this.layout, this.placement, link.index, this.clock));
+      await sendPlan(joined.connection, planMessage(this.placement, this.layout, link.index, this.epoch, this.wire, Math.max(0, this.lastPositionStart), this.options.copies ?? 1), shardSource(this.options, this.layout, this.placement, link.index, this.clock));
     } catch (error) {
       this.options.log?.(`halo coordinator: worker ${link.index} joined again but its plan failed: ${describeError(error)}`);
       joined.connection.destroy();

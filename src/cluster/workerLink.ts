@@ -147,12 +147,12 @@ export function reportWorkerLink(link: WorkerLink): WorkerLinkReport {
 }
 
 /** The plan that gives worker `index` its groups of every layer. */
-export function planMessage(placement: Placement, layout: GroupLayout, index: number, epoch: number, wire: WireFormat, position: number): ControlMessage {
+export function planMessage(placement: Placement, layout: GroupLayout, index: number, epoch: number, wire: WireFormat, position: number, copies: number): ControlMessage {
   const groups = placement.layers.map((_, l) => ({
     attention: groupsOfDevice(placement, l, "attention", index).map((r) => [r.start, r.end] as [number, number]),
     ffn: groupsOfDevice(placement, l, "ffn", index).map((r) => [r.start, r.end] as [number, number]),
   }));
-  return { type: "plan", sequence: 1, epoch, groups, ffnBlockSize: layout.ffnBlockSize, wire, position };
+  return { type: "plan", sequence: 1, epoch, groups, ffnBlockSize: layout.ffnBlockSize, wire, position, copies };
 }
 
 const PLAN_TIMEOUT_MS = 300_000;

@@ -63,6 +63,8 @@ interface Session {
   key: Buffer;
   /** The plan's wire format and its chunk plan. */
   wire: WireFormat;
+  /** Times each partial-sum datagram is sent. */
+  copies: number;
   chunks: DatagramChunk[];
   /** Partial sums sent over TCP (strict mode, prefill) cross the emulated link here. */
   stream: StreamLinkEmulator;
@@ -178,7 +180,7 @@ export class WorkerNode {
         }
         this.session = {
           connection, nodeIndex: message.nodeIndex, sessionId: message.sessionId, epoch: message.epoch, coordinatorAddress: socket.remoteAddress ?? "127.0.0.1", coordinatorUdpPort: message.coordinatorUdpPort,
-          modelSha256: message.modelSha256, receiver: undefined, key: connection.sessionKey, wire: "q8_0", chunks: [],
+          modelSha256: message.modelSha256, receiver: undefined, key: connection.sessionKey, wire: "q8_0", copies: 1, chunks: [],
           stream: new StreamLinkEmulator({ profile: this.options.linkProfile ?? ZERO_LINK_PROFILE, seed: (this.options.seed ?? 1) + 104_729, clock: this.options.clock ?? systemClock }),
         };
         this.loaded?.worker.reset();
@@ -202,6 +204,7 @@ export class WorkerNode {
         }
         session.epoch = message.epoch;
         session.wire = message.wire;
+        session.copies = message.copies;
         session.chunks = planChunks(loaded.config.dim, message.wire);
         session.receiver = this.createReceiver(session, loaded);
         this.recentPartials.clear();
@@ -333,8 +336,10 @@ export class WorkerNode {
       const length = encodeDatagram(header, partial, chunk.offset, key, this.datagram, session.wire);
       const datagram = Buffer.from(this.datagram.subarray(0, length));
       sent.push(datagram);
-      this.udp.send(datagram, session.coordinatorUdpPort, session.coordinatorAddress);
-      this.counters.datagramsSent++;
+      for (let copy = 0; copy < session.copies; copy++) {
+        this.udp.send(datagram, session.coordinatorUdpPort, session.coordinatorAddress);
+        this.counters.datagramsSent++;
+      }
     });
     this.recentPartials.set(stepIndex(position, layer, phase, this.loaded!.config.nLayers), sent);
     // A NACK comes within a phase or two; four steps cover a late one.

@@ -148,6 +148,8 @@ export const planMessageSchema = z.strictObject({
   wire: z.enum(WIRE_FORMAT_NAMES),
   /** The token position the coordinator is at: 0 for a new session, later for a worker that rejoins mid-sequence. */
   position: u32,
+  /** How many times each data-plane datagram is sent, both ways (redundancy against loss; NACKs work either way). */
+  copies: z.number().int().min(1).max(4),
 });
 export const planOkMessageSchema = z.strictObject({
   type: z.literal("plan-ok"),

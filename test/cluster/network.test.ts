@@ -203,3 +203,25 @@ test("workers without the model file receive their slices from the coordinator, 
   assert.deepEqual(result.tokens, golden.greedy_prompt.generated_ids.slice(0, 20));
   await second.close();
 });
+
+test("copies: 2 sends every datagram twice both ways; the duplicates change nothing", async () => {
+  const workers = await startWorkers(2);
+  const { model } = await loadStories();
+  const coordinator = await ClusterCoordinator.connect({
+    model, modelSha256: sha, clusterKey, mode: "relaxed", wire: "f32", copies: 2,
+    workers: workers.map((w) => ({ host: "127.0.0.1", port: w.tcpPort })),
+    deadlines: { minMs: 2000, hardMs: 5000 },
+  });
+  cleanups.push(() => coordinator.close());
+  const engine = new Engine(model.config, model.weights, { kernels: testKernels(), contextLength: 256, synchronizer: coordinator });
+  await engine.evaluate(golden.logits.input_ids, 0, "last");
+  const sentBefore = coordinator.totals.datagramsSent;
+  const workerSentBefore = workers.map((w) => w.counters.datagramsSent);
+  const logits = await engine.step(golden.greedy_prompt.generated_ids[0]!, golden.logits.input_ids.length);
+  assert.ok(logits.every(Number.isFinite));
+  // One token: 2 workers × 2 phases × 5 layers × 1 chunk, twice.
+  assert.equal(coordinator.totals.datagramsSent - sentBefore, 2 * 2 * 5 * 2);
+  assert.deepEqual(workers.map((w, i) => w.counters.datagramsSent - workerSentBefore[i]!), [20, 20]);
+  assert.equal(coordinator.totals.droppedContributions, 0);
+  await assert.rejects(ClusterCoordinator.connect({ model, modelSha256: sha, clusterKey, mode: "relaxed", copies: 5, workers: [] }), /copies must be an integer from 1 to 4, got 5/);
+});

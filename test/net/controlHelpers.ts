@@ -224,6 +224,7 @@ export const MESSAGE_ARBITRARIES = {
     ffnBlockSize: fc.integer({ min: 1, max: CONTROL_LIMITS.maxFfnBlockSize }),
     wire: fc.constantFrom(...WIRE_FORMAT_NAMES),
     position: u32,
+    copies: fc.integer({ min: 1, max: 4 }),
   }),
   "plan-ok": fc.record({ type: fc.constant("plan-ok" as const), sequence: u32 }),
   heartbeat: fc.record({ type: fc.constant("heartbeat" as const), sentAtMs: nonNegativeDouble(Number.MAX_SAFE_INTEGER) }),

@@ -74,7 +74,7 @@ function invalid(field: string, message: string): (error: unknown) => boolean {
 
 test("schema rejects name the field, with bounds on every number, array and byte string", () => {
   const join = { type: "join", sessionId: 1, epoch: 2, nodeIndex: 1, modelSha256: "ab".repeat(32), modelName: "m", coordinatorUdpPort: 9000 };
-  const plan = { type: "plan", sequence: 1, epoch: 2, groups: { attention: [[0, 2]], ffn: [[0, 8]] }, ffnBlockSize: 32, wire: "q8_0", position: 0 };
+  const plan = { type: "plan", sequence: 1, epoch: 2, groups: { attention: [[0, 2]], ffn: [[0, 8]] }, ffnBlockSize: 32, wire: "q8_0", position: 0, copies: 1 };
   const cases: [unknown, string, string][] = [
     [5, "(message)", "Invalid input: expected object, received number"],
     [{ type: "nope" }, "type", "Invalid discriminator value. Expected 'hello' | 'auth' | 'auth-ok' | 'error' | 'join' | 'join-ok' | 'plan' | 'plan-ok' | 'heartbeat' | 'input' | 'partial' | 'reset' | 'stop' | 'shard-request' | 'shard-offer' | 'shard-accept' | 'shard-chunk' | 'shard-end' | 'shard-stored'"],
@@ -119,7 +119,7 @@ test("sending validates too: a typed array other than Uint8Array never reaches m
 });
 
 test("C6 helper: expectMessage passes the expected types and names state, expected and actual otherwise", () => {
-  const plan: ControlMessage = { type: "plan", sequence: 0, epoch: 0, groups: { attention: [], ffn: [] }, ffnBlockSize: 32, wire: "q8_0", position: 0 };
+  const plan: ControlMessage = { type: "plan", sequence: 0, epoch: 0, groups: { attention: [], ffn: [] }, ffnBlockSize: 32, wire: "q8_0", position: 0, copies: 1 };
   expectMessage(plan, ["plan", "reset"], "worker joined");
   assert.throws(
     () => expectMessage(plan, ["join"], "worker awaiting join"),
