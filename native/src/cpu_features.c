@@ -35,7 +35,7 @@ const char *halo_isa_name(void) {
 #endif
 }
 
-#if defined(__x86_64__) || defined(_M_X64)
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(HALO_PORTABLE_SCALAR)
 static int cpu_has_avx2_fma_f16c(void) {
   __builtin_cpu_init();
   /* libgcc also checks that the OS saves the YMM state (XGETBV) before reporting AVX2. */
@@ -43,7 +43,7 @@ static int cpu_has_avx2_fma_f16c(void) {
 }
 #endif
 
-#if defined(__aarch64__)
+#if defined(__aarch64__) && !defined(HALO_PORTABLE_SCALAR)
 static int cpu_has_dotprod(void) {
 #if defined(__linux__)
   return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
@@ -69,10 +69,11 @@ static int cpu_has_neon(void) {
 int halo_available_kernel_sets(const halo_kernel_set **sets, int cap) {
   const halo_kernel_set *found[4];
   int n = 0;
-#if defined(__x86_64__) || defined(_M_X64)
+  /* HALO_PORTABLE_SCALAR: the build for a CPU without (or without known) SIMD: generic only. */
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(HALO_PORTABLE_SCALAR)
   if (cpu_has_avx2_fma_f16c()) found[n++] = &halo_kernels_avx2;
 #endif
-#if defined(__aarch64__)
+#if defined(__aarch64__) && !defined(HALO_PORTABLE_SCALAR)
   if (cpu_has_neon()) {
     if (cpu_has_dotprod()) found[n++] = &halo_kernels_neon_dotprod;
     found[n++] = &halo_kernels_neon;

@@ -19,7 +19,10 @@
  * within 2e-7 of expf,
  * attention within 1e-10 NMSE of generic and identical for 1 and 3 threads, and the pool doing
  * every item of every run exactly once. Ends with the line "N passed, N failed" and exits
- * non-zero on any failure.
+ * non-zero on any failure. test/native/selftest.test.ts builds and runs it for x86-64 (AVX2 and
+ * the portable scalar build, -DHALO_PORTABLE_SCALAR) and for AArch64 under qemu-user (Pi 4 and
+ * Pi 5 cores, and the scalar build); -DHALO_SELFTEST_WRONG_REFERENCE makes the reference wrong
+ * on purpose (npm run selftest:wrong-reference), which must fail.
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -356,6 +359,17 @@ static void check_pool(void) {
   check(by_workers > 0, "threadpool", "workers take part in runs", by_workers);
 }
 
+#ifdef HALO_SELFTEST_WRONG_REFERENCE
+/*
+ * A deliberately wrong reference, to show that the driver fails when a kernel and its reference
+ * disagree: the Q8_0 dot of the generic set, 1% too large. Never built into the normal suite.
+ */
+static void wrong_dot_q8_0(int64_t n, const uint8_t *w, const void *x, int64_t x_stride_bytes, int n_tokens, float *out) {
+  halo_kernels_generic.dot_q8_0(n, w, x, x_stride_bytes, n_tokens, out);
+  for (int t = 0; t < n_tokens; t++) out[t] *= 1.01f;
+}
+#endif
+
 int main(void) {
   const halo_kernel_set *sets[8];
   const int n_sets = halo_available_kernel_sets(sets, 8);
@@ -365,6 +379,11 @@ int main(void) {
   for (int i = 0; i < n_sets; i++) {
     const halo_kernel_set *k = sets[i];
     const halo_kernel_set *g = &halo_kernels_generic;
+#ifdef HALO_SELFTEST_WRONG_REFERENCE
+    halo_kernel_set wrong = halo_kernels_generic;
+    wrong.dot_q8_0 = wrong_dot_q8_0;
+    g = &wrong;
+#endif
     check_quantizer(k);
     check_dot(k, HALO_TYPE_F32, k->dot_f32, g->dot_f32, "dot_f32");
     check_dot(k, HALO_TYPE_F16, k->dot_f16, g->dot_f16, "dot_f16");
