@@ -3,9 +3,10 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { HaloError, UsageError } from "../base/index.js";
-import { booleanFlag, integerFlag, parseFlags, stringFlag } from "./flags.js";
+import { booleanFlag, integerFlag, parseFlags, stringFlag, type ParsedFlags } from "./flags.js";
 import type { CommandIo } from "./io.js";
-import { LINK_FLAGS, LINK_FLAGS_HELP, LOOPBACK_DEV_KEY, linkProfileOf, linkSpecArgs, readLinkSpec, readLinksFile, readSeed } from "./clusterFlags.js";
+import { DEVICE_PRESETS, DEVICE_PRESET_NAMES, slowdownFactors, type DevicePresetName } from "../cluster/index.js";
+import { LINK_FLAGS, LINK_FLAGS_HELP, LOOPBACK_DEV_KEY, linkProfileOf, linkSpecArgs, readLinkSpec, readLinksFile, readSeed, type LinkSpec } from "./clusterFlags.js";
 import { GENERATION_FLAGS, GENERATION_FLAGS_HELP, executeGeneration, readGenerationFlags } from "./run.js";
 
 export const CLUSTER_HELP = `usage: halo cluster --local N [--loss PCT] [--delay MS] [--jitter MS] [--bandwidth MBIT] [--links FILE] [--seed S]
@@ -22,6 +23,10 @@ userspace (seeded loss, delay, jitter, bandwidth), and generates like halo run.
       --deadline-min MS  relaxed mode: the shortest soft deadline per phase (default 5)
       --deadline-max MS  relaxed mode: the hard deadline per phase, for critical contributions (default 250)
 ${LINK_FLAGS_HELP}
+      --devices LIST     a preset per device, the coordinator first: pi4, pi5, jetson-nano, x86. Each
+                         process is slowed to its preset's speed against the fastest one listed (a
+                         wait of (×−1) times the compute it did) and, unless link flags are given,
+                         its worker link is the preset's (Wi-Fi for the boards, Ethernet otherwise)
       --links FILE       per-worker links: a JSON array, one {loss, lossBurst, delay, jitter, bandwidth}
                          per worker; fields left out take the flags' values
 ${GENERATION_FLAGS_HELP}`;
@@ -50,8 +55,20 @@ function startWorker(args: string[]): Promise<{ child: ChildProcess; port: numbe
   });
 }
 
+/** --devices pi4,pi4,pi5,pi5 → one preset per device, the coordinator first. */
+function readDevicePresets(flags: ParsedFlags, nDevices: number): DevicePresetName[] | undefined {
+  const value = stringFlag(flags, "devices");
+  if (value === undefined) return undefined;
+  const names = value.split(",").map((name) => name.trim());
+  for (const name of names) {
+    if (!(DEVICE_PRESET_NAMES as readonly string[]).includes(name)) throw new UsageError(`--devices: '${name}' is not one of ${DEVICE_PRESET_NAMES.join(", ")}`);
+  }
+  if (names.length !== nDevices) throw new UsageError(`--devices lists ${names.length} devices; --local ${nDevices} needs one per device, the coordinator first`);
+  return names as DevicePresetName[];
+}
+
 export async function clusterCommand(argv: readonly string[], io: CommandIo): Promise<number> {
-  const flags = parseFlags(argv, { ...GENERATION_FLAGS, ...LINK_FLAGS, local: { type: "string" }, links: { type: "string" } });
+  const flags = parseFlags(argv, { ...GENERATION_FLAGS, ...LINK_FLAGS, local: { type: "string" }, links: { type: "string" }, devices: { type: "string" } });
   if (booleanFlag(flags, "help")) {
     io.stdout(CLUSTER_HELP + "\n");
     return 0;
@@ -59,9 +76,18 @@ export async function clusterCommand(argv: readonly string[], io: CommandIo): Pr
   const nDevices = integerFlag(flags, "local", 1, 64);
   if (nDevices === undefined) throw new UsageError("--local N is required (the number of devices on this machine)");
   const request = readGenerationFlags(flags);
+  const presets = readDevicePresets(flags, nDevices);
+  const slowdowns = presets === undefined ? undefined : slowdownFactors(presets);
   const defaultLink = readLinkSpec(flags);
   const linksPath = stringFlag(flags, "links");
-  const links = linksPath === undefined ? Array.from({ length: nDevices - 1 }, () => defaultLink) : readLinksFile(linksPath, nDevices - 1, defaultLink);
+  // A preset brings its typical link unless the flags or a --links file say otherwise.
+  const explicitLink = ["delay", "jitter", "bandwidth"].some((name) => stringFlag(flags, name) !== undefined);
+  const presetLink = (i: number): LinkSpec => {
+    if (presets === undefined || explicitLink) return defaultLink;
+    const link = DEVICE_PRESETS[presets[i + 1]!].link;
+    return { ...defaultLink, delay: link.delayMs, jitter: link.jitterMs, bandwidth: link.bandwidthMbit };
+  };
+  const links = linksPath === undefined ? Array.from({ length: nDevices - 1 }, (_, i) => presetLink(i)) : readLinksFile(linksPath, nDevices - 1, defaultLink);
   const linkProfiles = links.map(linkProfileOf);
   const seed = readSeed(flags) ?? 1;
   const forwarded = ["--host", "127.0.0.1", "--port", "0", "--cluster-key", LOOPBACK_DEV_KEY, "--model", request.modelFlags.modelPath, "--threads", String(request.modelFlags.threads ?? 1)];
@@ -72,10 +98,13 @@ export async function clusterCommand(argv: readonly string[], io: CommandIo): Pr
   };
   process.once("exit", stopChildren);
   try {
-    const started = await Promise.all(Array.from({ length: nDevices - 1 }, (_, i) => startWorker([...forwarded, ...linkSpecArgs(links[i]!), "--seed", String(seed * 1000 + i + 1)])));
+    const started = await Promise.all(Array.from({ length: nDevices - 1 }, (_, i) => startWorker([...forwarded, ...linkSpecArgs(links[i]!), "--seed", String(seed * 1000 + i + 1), ...(slowdowns === undefined ? [] : ["--slowdown", String(slowdowns[i + 1])])])));
     children.push(...started.map((s) => s.child));
+    if (presets !== undefined) {
+      io.stderr(`halo cluster: devices ${presets.map((name, i) => `${i === 0 ? "coordinator" : `worker ${i}`} ${name} (${DEVICE_PRESETS[name].weightGBps.toFixed(1)} GB/s, compute ×${slowdowns![i]!.toFixed(2)})`).join(", ")}\n`);
+    }
     return await executeGeneration(
-      { ...request, cluster: { workers: started.map((s) => ({ host: "127.0.0.1", port: s.port })), mode: request.mode, wire: request.wire, shares: request.shares, copies: request.copies, ffnBlockSize: request.ffnBlockSize, deadlines: request.deadlines, clusterKey: Buffer.from(LOOPBACK_DEV_KEY), linkProfiles, seed } },
+      { ...request, cluster: { workers: started.map((s) => ({ host: "127.0.0.1", port: s.port })), mode: request.mode, wire: request.wire, shares: request.shares, copies: request.copies, ffnBlockSize: request.ffnBlockSize, deadlines: request.deadlines, clusterKey: Buffer.from(LOOPBACK_DEV_KEY), linkProfiles, seed, computeSlowdown: slowdowns?.[0], devicePresets: presets, slowdowns } },
       io,
     );
   } finally {

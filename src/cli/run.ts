@@ -65,6 +65,10 @@ export interface GenerationRequest {
     copies?: number;
     ffnBlockSize?: number;
     deadlines?: DeadlineOptions;
+    /** halo cluster --devices: the coordinator's compute slowdown, and every device's preset and slowdown for the stats. */
+    computeSlowdown?: number;
+    devicePresets?: string[];
+    slowdowns?: number[];
     clusterKey: Buffer;
     /** The emulated link to each worker (what this coordinator sends). */
     linkProfiles?: LinkProfile[];
@@ -118,6 +122,13 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   return executeGeneration({ ...request, cluster }, io);
 }
 
+/** Each device's preset and the compute slowdown applied to it, when the cluster emulates presets. */
+function devicesApplied(cluster: NonNullable<GenerationRequest["cluster"]>): Array<{ preset: string; slowdown: number }> | undefined {
+  const { devicePresets, slowdowns } = cluster;
+  if (devicePresets === undefined || slowdowns === undefined) return undefined;
+  return devicePresets.map((preset, i) => ({ preset, slowdown: slowdowns[i]! }));
+}
+
 /** Loads the model, connects the cluster if any, generates, prints text and stats. */
 export async function executeGeneration(request: GenerationRequest, io: CommandIo): Promise<number> {
   const { model, kernels } = await loadCommandModel(request.modelFlags);
@@ -136,6 +147,7 @@ export async function executeGeneration(request: GenerationRequest, io: CommandI
         copies: c.copies,
         ffnBlockSize: c.ffnBlockSize,
         deadlines: c.deadlines,
+        computeSlowdown: c.computeSlowdown,
         linkProfiles: c.linkProfiles,
         seed: c.seed,
         log: (line) => io.stderr(line + "\n"),
@@ -169,12 +181,13 @@ export async function executeGeneration(request: GenerationRequest, io: CommandI
       },
     });
     const t = result.timings;
-    const clusterSummary = coordinator === undefined ? undefined : { devices: coordinator.nDevices, mode: request.cluster!.mode, wire: coordinator.wire, lostWorkers: coordinator.lostWorkers, totals: coordinator.totals, deadlines: coordinator.deadlines(), links: coordinator.linkStats() };
+    const clusterSummary = coordinator === undefined ? undefined : { devices: coordinator.nDevices, mode: request.cluster!.mode, wire: coordinator.wire, lostWorkers: coordinator.lostWorkers, totals: coordinator.totals, deadlines: coordinator.deadlines(), links: coordinator.linkStats(), presets: devicesApplied(request.cluster!) };
     if (request.json) {
       io.stdout(JSON.stringify({ text: result.text, tokens: result.tokens, promptTokens: promptIds, stopReason: result.stopReason, seed: request.sampling.seed, kernels: kernels.name, timings: t, cluster: clusterSummary, perToken: clusterSummary === undefined ? undefined : perToken }) + "\n");
     } else {
       io.stdout("\n");
-      const clusterLine = clusterSummary === undefined ? "" : ` | ${clusterSummary.devices} devices, ${clusterSummary.mode}, dropped ${clusterSummary.totals.droppedContributions}/${clusterSummary.totals.expectedContributions} contributions`;
+      const applied = clusterSummary?.presets === undefined || request.cluster?.devicePresets === undefined ? "" : ` (${devicesApplied(request.cluster)!.map((d) => `${d.preset} ×${d.slowdown.toFixed(2)}`).join(", ")})`;
+      const clusterLine = clusterSummary === undefined ? "" : ` | ${clusterSummary.devices} devices${applied}, ${clusterSummary.mode}, dropped ${clusterSummary.totals.droppedContributions}/${clusterSummary.totals.expectedContributions} contributions`;
       io.stderr(
         `halo: prompt ${t.promptTokens} tokens, ${t.promptTokensPerSecond.toFixed(1)} tok/s | decode ${t.generatedTokens} tokens, ` +
           `${t.decodeTokensPerSecond.toFixed(1)} tok/s, ${t.msPerToken.toFixed(2)} ms/token | stop: ${result.stopReason} | kernels ${kernels.name}${clusterLine}\n`,

@@ -1,6 +1,6 @@
 /** `halo worker`: serve a share of the model to a coordinator. */
 import { formatProgressBar, modelSha256, WorkerNode } from "../cluster/index.js";
-import { booleanFlag, integerFlag, parseFlags, stringFlag } from "./flags.js";
+import { booleanFlag, integerFlag, numberFlag, parseFlags, stringFlag } from "./flags.js";
 import type { CommandIo } from "./io.js";
 import { KEY_FLAGS, LINK_FLAGS, LINK_FLAGS_HELP, readClusterKey, readLinkProfile, readSeed } from "./clusterFlags.js";
 import { commandKernels, openCommandModelFile } from "./engineSetup.js";
@@ -18,6 +18,8 @@ the same file); without it, receives them from the coordinator, hash-checked and
   -t, --threads N        compute threads (default: all cores)
       --ctx-size N       KV cache length (default: the model's, at most 4096)
       --cluster-key K    shared secret, at least 16 bytes (or HALO_CLUSTER_KEY); required off loopback
+      --slowdown X       emulate a device X times slower: hold each result (X−1) × its compute time
+                         (halo cluster --devices sets it; default 1)
 Link emulation of the datagrams this worker sends (for local testing):
 ${LINK_FLAGS_HELP}`;
 
@@ -25,7 +27,7 @@ export async function workerCommand(argv: readonly string[], io: CommandIo): Pro
   const flags = parseFlags(argv, {
     ...KEY_FLAGS, ...LINK_FLAGS,
     model: { type: "string", short: "m" }, threads: { type: "string", short: "t" }, "ctx-size": { type: "string" },
-    host: { type: "string" }, port: { type: "string" }, "shard-cache": { type: "string" },
+    host: { type: "string" }, port: { type: "string" }, "shard-cache": { type: "string" }, slowdown: { type: "string" },
   });
   if (booleanFlag(flags, "help")) {
     io.stdout(WORKER_HELP + "\n");
@@ -48,6 +50,7 @@ export async function workerCommand(argv: readonly string[], io: CommandIo): Pro
     contextLength: integerFlag(flags, "ctx-size", 1, 1 << 20),
     shardCacheDir: stringFlag(flags, "shard-cache"),
     linkProfile: readLinkProfile(flags),
+    slowdown: numberFlag(flags, "slowdown", 1, 1000),
     seed: readSeed(flags),
     log: (line) => io.stderr(line + "\n"),
     onShardProgress: (done, total) => {

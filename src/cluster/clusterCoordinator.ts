@@ -62,6 +62,11 @@ export interface ClusterOptions {
   linkProfiles?: readonly LinkProfile[];
   /** Where shards for workers without the model file are cut and kept. Defaults to $XDG_CACHE_HOME/halo/shards or ~/.cache/halo/shards. */
   shardCacheDir?: string;
+  /**
+   * Emulates a slower coordinator (a Pi-class preset under halo cluster --local): each phase's
+   * own compute is followed by a wait of (slowdown − 1) × its measured time. Defaults to 1.
+   */
+  computeSlowdown?: number;
   /** How often a lost worker is dialled again. Defaults to 1,000 ms; 0 turns rejoining off. */
   rejoinIntervalMs?: number;
   seed?: number;
@@ -131,6 +136,8 @@ export class ClusterCoordinator implements Synchronizer {
   /** The workers the reliable waits belong to, in order. */
   private reliableDevices: number[] = [];
   private phaseStartMs = 0;
+  /** When beginPhase returned: the coordinator's own groups compute from then until endPhase. */
+  private localComputeStartMs = 0;
   private closed = false;
 
   private constructor(
@@ -259,6 +266,7 @@ export class ClusterCoordinator implements Synchronizer {
         this.totals.bytesSent += data.byteLength;
         return wait;
       });
+      this.localComputeStartMs = this.clock.now();
       return;
     }
     const phaseId = SYNC_PHASE_IDS[phase];
@@ -277,11 +285,14 @@ export class ClusterCoordinator implements Synchronizer {
         for (let chunkIndex = 0; chunkIndex < this.chunks.length; chunkIndex++) this.sendInputChunk(link, chunkIndex, copy > 0, sendTimeUs);
       }
     }
+    this.localComputeStartMs = this.clock.now();
   }
 
   async endPhase(step: PhaseStep, partial: Float32Array): Promise<void> {
     const { layerIndex, phase, positionStart, nTokens } = step;
     const dim = this.options.model.config.dim;
+    const slowdown = this.options.computeSlowdown ?? 1;
+    if (slowdown > 1) await this.clock.sleepUntil(this.clock.now() + (slowdown - 1) * (this.clock.now() - this.localComputeStartMs));
     const started = this.clock.now();
     if (this.options.mode === "strict" || nTokens > 1) {
       const devices = this.reliableDevices;

@@ -7,6 +7,8 @@ export type { ClusterOptions, PhaseStats, SyncMode } from "./clusterCoordinator.
 export type { DeadlineOptions } from "./phaseDeadline.js";
 export type { WorkerAddress, WorkerLinkReport, WorkerLinkState } from "./workerLink.js";
 export { WorkerNode } from "./workerNode.js";
+export { DEVICE_PRESETS, DEVICE_PRESET_NAMES, slowdownFactors } from "./devicePresets.js";
+export type { DevicePreset, DevicePresetName } from "./devicePresets.js";
 export type { WorkerNodeOptions } from "./workerNode.js";
 export { formatProgressBar, receiveShard, sendShard } from "./shardTransfer.js";
 export type { ReceiveShardOptions, ReceivedShard, SendShardOptions, ShardProgress } from "./shardTransfer.js";

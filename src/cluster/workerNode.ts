@@ -40,6 +40,11 @@ export interface WorkerNodeOptions {
   /** How shard files are opened (the native mmap when available). */
   map?: OpenGgufOptions["map"];
   onShardProgress?: ShardProgress;
+  /**
+   * Emulates a slower device (a Pi-class preset under halo cluster --local): each result is held
+   * back (slowdown − 1) × the compute time it really took. Defaults to 1.
+   */
+  slowdown?: number;
   /** The emulated link for datagrams this worker sends (halo cluster --local). */
   linkProfile?: LinkProfile;
   seed?: number;
@@ -219,12 +224,13 @@ export class WorkerNode {
         const nValues = message.nTokens * loaded.config.dim;
         if (message.nTokens > 512) throw new HaloError("HALO_ERR_MESSAGE_INVALID", `${message.nTokens} tokens in one input; at most 512`);
         decodeVectors(message.data, nValues, this.input, session.wire);
+        const computeStarted = performance.now();
         const partial = loaded.worker.compute(message.phase, message.layer, message.position, message.nTokens, this.input);
         const data = encodeVectors(partial, nValues, session.wire);
         const reply: ControlMessage = { type: "partial", position: message.position, nTokens: message.nTokens, layer: message.layer, phase: message.phase, data };
-        session.stream.send(data.byteLength, () => {
+        this.afterSlowdown(performance.now() - computeStarted, () => session.stream.send(data.byteLength, () => {
           if (this.session === session) connection.send(reply);
-        });
+        }));
         this.counters.stepsComputed++;
         if (message.layer === loaded.config.nLayers - 1 && message.phase === "ffn") session.receiver?.setCurrent(message.position + message.nTokens, 0, 0);
         return;
@@ -304,13 +310,14 @@ export class WorkerNode {
     const values = receiver.senderValues(position, layer, phase, 0)!;
     const phaseName = PHASES[phase]!;
     let partial: Float32Array;
+    const computeStarted = performance.now();
     try {
       partial = loaded.worker.compute(phaseName, layer, position, 1, values);
     } catch (error) {
       this.log(`cannot compute (${position}, ${layer}, ${phaseName}): ${describeError(error)}`);
       return;
     }
-    this.sendPartial(session, position, layer, phase, partial);
+    this.sendPartial(session, position, layer, phase, partial, performance.now() - computeStarted);
     this.counters.stepsComputed++;
     const next = nextStep(position, layer, phase, nLayers);
     receiver.setCurrent(next.position, next.layer, next.phase);
@@ -326,7 +333,14 @@ export class WorkerNode {
     this.counters.chunksResent++;
   }
 
-  private sendPartial(session: Session, position: number, layer: number, phase: SyncPhaseId, partial: Float32Array): void {
+  /** Runs `send` now, or, emulating a slower device, after (slowdown − 1) × computeMs. */
+  private afterSlowdown(computeMs: number, send: () => void): void {
+    const slowdown = this.options.slowdown ?? 1;
+    if (slowdown <= 1) send();
+    else setTimeout(send, (slowdown - 1) * computeMs);
+  }
+
+  private sendPartial(session: Session, position: number, layer: number, phase: SyncPhaseId, partial: Float32Array, computeMs: number): void {
     const chunks = session.chunks;
     const key = session.key;
     const sent: Buffer[] = [];
@@ -336,9 +350,14 @@ export class WorkerNode {
       const length = encodeDatagram(header, partial, chunk.offset, key, this.datagram, session.wire);
       const datagram = Buffer.from(this.datagram.subarray(0, length));
       sent.push(datagram);
-      for (let copy = 0; copy < session.copies; copy++) {
-        this.udp.send(datagram, session.coordinatorUdpPort, session.coordinatorAddress);
-        this.counters.datagramsSent++;
+    });
+    this.afterSlowdown(computeMs, () => {
+      if (this.session !== session) return;
+      for (const datagram of sent) {
+        for (let copy = 0; copy < session.copies; copy++) {
+          this.udp.send(datagram, session.coordinatorUdpPort, session.coordinatorAddress);
+          this.counters.datagramsSent++;
+        }
       }
     });
     this.recentPartials.set(stepIndex(position, layer, phase, this.loaded!.config.nLayers), sent);

@@ -553,6 +553,22 @@ describe("halo cluster --local", () => {
     }
   });
 
+  test("--devices pi4,pi4,pi5,pi5 applies each preset's speed and link, and says so", async () => {
+    const args = ["cluster", "--local", "4", "--devices", "pi4,pi4,pi5,pi5", "--loss", "2", "--prompt", "Once upon a time", "-n", "4"];
+    const run = await runHalo(args, { timeoutMs: 60_000 });
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stderr, /devices coordinator pi4 \(2\.9 GB\/s, compute ×2\.98\), worker 1 pi4 \(2\.9 GB\/s, compute ×2\.98\), worker 2 pi5 \(8\.6 GB\/s, compute ×1\.00\), worker 3 pi5/);
+    assert.match(run.stderr, /4 devices \(pi4 ×2\.98, pi4 ×2\.98, pi5 ×1\.00, pi5 ×1\.00\), relaxed/);
+    const json = parseJsonLine<{ cluster: { presets: Array<{ preset: string; slowdown: number }>; links: Array<{ rttMsEwma: number | null }> } }>(args, await runHalo([...args, "--json"], { timeoutMs: 60_000 }));
+    assert.deepEqual(json.cluster.presets.map((d) => d.preset), ["pi4", "pi4", "pi5", "pi5"]);
+    // The boards' Wi-Fi preset adds 2 ms each way: no worker answers faster than that round trip.
+    assert.ok(json.cluster.links.every((l) => l.rttMsEwma !== null && l.rttMsEwma >= 4), JSON.stringify(json.cluster.links));
+    for (const [bad, message] of [["pi4,pi9,pi5,pi5", "--devices: 'pi9' is not one of pi4, pi5, jetson-nano, x86"], ["pi4,pi5", "--devices lists 2 devices; --local 4 needs one per device, the coordinator first"]] as const) {
+      const badArgs = ["cluster", "--local", "4", "--devices", bad];
+      assertErrorLine(badArgs, await runHalo(badArgs), { command: "cluster", exitCode: 2, code: "HALO_ERR_USAGE", message });
+    }
+  });
+
   test("--local is required and bounded", async () => {
     for (const [args, message] of [[["cluster"], "--local N is required"], [["cluster", "--local", "0"], "--local must be an integer from 1 to 64"]] as const) {
       assertErrorLine(args, await runHalo(args), { command: "cluster", exitCode: 2, code: "HALO_ERR_USAGE", message });
