@@ -13,6 +13,7 @@ With --model, reads only its groups' rows and columns from that file (the coordi
 the same file); without it, receives them from the coordinator, hash-checked and cached.
       --host H           bind address (default 127.0.0.1)
       --port P           TCP port, 0 = any free one (default 9998)
+      --udp-port P       data-plane UDP port (default: the TCP port's number; 0 = any free one)
   -m, --model F          this device's copy of the model (GGUF)
       --shard-cache DIR  where received weights are kept (default ~/.cache/halo/shards)
   -t, --threads N        compute threads (default: all cores)
@@ -27,7 +28,7 @@ export async function workerCommand(argv: readonly string[], io: CommandIo): Pro
   const flags = parseFlags(argv, {
     ...KEY_FLAGS, ...LINK_FLAGS,
     model: { type: "string", short: "m" }, threads: { type: "string", short: "t" }, "ctx-size": { type: "string" },
-    host: { type: "string" }, port: { type: "string" }, "shard-cache": { type: "string" }, slowdown: { type: "string" },
+    host: { type: "string" }, port: { type: "string" }, "udp-port": { type: "string" }, "shard-cache": { type: "string" }, slowdown: { type: "string" },
   });
   if (booleanFlag(flags, "help")) {
     io.stdout(WORKER_HELP + "\n");
@@ -47,6 +48,7 @@ export async function workerCommand(argv: readonly string[], io: CommandIo): Pro
     clusterKey,
     host,
     port,
+    udpPort: integerFlag(flags, "udp-port", 0, 65535) ?? port,
     contextLength: integerFlag(flags, "ctx-size", 1, 1 << 20),
     shardCacheDir: stringFlag(flags, "shard-cache"),
     linkProfile: readLinkProfile(flags),

@@ -33,6 +33,8 @@ export interface WorkerNodeOptions {
   host?: string;
   /** 0 picks a free port. */
   port?: number;
+  /** The data-plane (UDP) port; 0 (the default) picks a free one. A fixed one is easier to open in a firewall. */
+  udpPort?: number;
   /** KV cache length. Defaults to the model's context, capped at 4096. */
   contextLength?: number;
   /** Where received shards are cached. Defaults to $XDG_CACHE_HOME/halo/shards or ~/.cache/halo/shards. */
@@ -109,7 +111,7 @@ export class WorkerNode {
     const udpSocket = createSocket(host.includes(":") ? "udp6" : "udp4");
     await new Promise<void>((resolve, reject) => {
       udpSocket.once("error", reject);
-      udpSocket.bind(0, host, () => resolve());
+      udpSocket.bind(options.udpPort ?? 0, host, () => resolve());
     });
     return new WorkerNode(options, server, udpSocket);
   }
