@@ -8,13 +8,15 @@
  *
  * Flags: --layers N (4) --tokens N (24) --devices 4,8 --loss 0,1,2,5,10 --repeats N (1)
  * --modes relaxed,strict --delay MS (3) --jitter MS (1) --copies N (1: every datagram sent N times in relaxed mode)
- * --quick (2 layers, 12 tokens, 4 devices, 0 and 5%).
+ * --presets pi4,pi5 (device presets, cycled over the devices, coordinator first: each process slowed to its
+ * preset's speed against the fastest listed) --quick (2 layers, 12 tokens, 4 devices, 0 and 5%).
  */
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { DEVICE_PRESET_NAMES, slowdownFactors, type DevicePresetName } from "../../src/cluster/index.js";
 import { NetnsTestbed, waitForJsonEvent } from "../../src/testbed/index.js";
 import { describeRun } from "../report.js";
 import { renderReport, summarize, type RunRecord } from "./report.js";
@@ -31,7 +33,7 @@ const WORKER_START_TIMEOUT_MS = 120_000;
 const { values: flags } = parseArgs({
   options: {
     layers: { type: "string" }, tokens: { type: "string" }, devices: { type: "string" }, loss: { type: "string" }, repeats: { type: "string" },
-    modes: { type: "string" }, delay: { type: "string" }, jitter: { type: "string" }, copies: { type: "string" }, quick: { type: "boolean" },
+    modes: { type: "string" }, delay: { type: "string" }, jitter: { type: "string" }, copies: { type: "string" }, presets: { type: "string" }, quick: { type: "boolean" },
   },
 });
 const quick = flags.quick === true;
@@ -46,7 +48,14 @@ const config = {
   delayMs: Number(flags.delay ?? 3),
   jitterMs: Number(flags.jitter ?? 1),
   copies: Number(flags.copies ?? 1),
+  presets: flags.presets === undefined ? [] : (flags.presets.split(",") as DevicePresetName[]),
 };
+for (const preset of config.presets) if (!(DEVICE_PRESET_NAMES as readonly string[]).includes(preset)) throw new Error(`--presets: '${preset}' is not one of ${DEVICE_PRESET_NAMES.join(", ")}`);
+/** Each device's compute slowdown under --presets (1 without). */
+function slowdownsFor(nDevices: number): number[] {
+  if (config.presets.length === 0) return new Array<number>(nDevices).fill(1);
+  return slowdownFactors(Array.from({ length: nDevices }, (_, i) => config.presets[i % config.presets.length]!));
+}
 for (const [name, value] of Object.entries(config)) {
   const values = Array.isArray(value) ? value : [value];
   if (values.some((v) => typeof v === "number" && !(Number.isFinite(v) && v >= 0))) throw new Error(`--${name}: not a non-negative number: ${String(value)}`);
@@ -88,6 +97,8 @@ async function measure(testbed: NetnsTestbed, mode: "relaxed" | "strict", nToken
   const args = [haloMain, "run", ...common, "--workers", workers, "--sync", mode, "--prompt", prompt, "--max-tokens", String(nTokens), "--ignore-eos", "--temperature", "0", "--json"];
   if (coordinatorEmulatesDelay) args.push(...linkFlags);
   if (mode === "relaxed" && config.copies !== 1) args.push("--copies", String(config.copies));
+  const coordinatorSlowdown = slowdownsFor(testbed.nNodes)[0]!;
+  if (coordinatorSlowdown > 1) args.push("--slowdown", String(coordinatorSlowdown));
   const dropsBefore = await testbed.dropCounters();
   const result = await testbed.exec(0, process.execPath, args, { timeoutMs: RUN_TIMEOUT_MS });
   if (result.code !== 0) throw new Error(`halo run (${mode}, ${testbed.nNodes} devices) exited ${result.code ?? result.signal}: ${result.stderr.slice(-2000)}`);
@@ -102,7 +113,7 @@ async function benchDevices(nDevices: number, runs: RunRecord[]): Promise<void> 
   process.once("SIGINT", stop);
   try {
     const workers = Array.from({ length: nDevices - 1 }, (_, i) =>
-      testbed.spawn(i + 1, process.execPath, [haloMain, "worker", ...common, "--host", testbed.address(i + 1), "--port", String(workerPort), ...linkFlags, "--seed", String(i + 1)], { stdio: ["ignore", "pipe", "inherit"] }),
+      testbed.spawn(i + 1, process.execPath, [haloMain, "worker", ...common, "--host", testbed.address(i + 1), "--port", String(workerPort), ...linkFlags, "--seed", String(i + 1), "--slowdown", String(slowdownsFor(nDevices)[i + 1])], { stdio: ["ignore", "pipe", "inherit"] }),
     );
     await Promise.all(workers.map((child) => waitForJsonEvent(child, "listening", WORKER_START_TIMEOUT_MS)));
     // One short run pages the weights in on every device, so the first measured run does not pay for it.
@@ -139,7 +150,7 @@ for (const nDevices of config.devices) await benchDevices(nDevices, runs);
 const summary = summarize(runs);
 const run = describeRun();
 const setting = `${config.nLayers}-layer TinyLlama-1.1B-shape Q4_0, ${config.nTokens} tokens (TPOT over the last ${config.nTokens - 1}), ${config.repeats} repeat(s), --threads 1 per process; ` +
-  `${config.copies === 1 ? "" : `relaxed sends every datagram ${config.copies} times; `}links: ${config.delayMs} ms delay ± ${config.jitterMs} ms jitter emulated on everything each device sends${coordinatorEmulatesDelay ? "" : " but the coordinator (halo run has no --delay)"} (datagrams and, in order, TCP messages); loss dropped by nft on every worker link`;
+  `${config.presets.length === 0 ? "" : `device presets ${config.presets.join(",")} (cycled, coordinator first); `}${config.copies === 1 ? "" : `relaxed sends every datagram ${config.copies} times; `}links: ${config.delayMs} ms delay ± ${config.jitterMs} ms jitter emulated on everything each device sends${coordinatorEmulatesDelay ? "" : " but the coordinator (halo run has no --delay)"} (datagrams and, in order, TCP messages); loss dropped by nft on every worker link`;
 console.log(`\n${run.line}\n${setting}\none device, no network, 1 thread: ${singleDeviceMs.toFixed(1)} ms/token (${(1000 / singleDeviceMs).toFixed(2)} tok/s)\n\n${renderReport(summary)}\n`);
 const outDir = join(root, "bench", "results", "cluster");
 mkdirSync(outDir, { recursive: true });

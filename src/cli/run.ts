@@ -47,6 +47,7 @@ ${GENERATION_FLAGS_HELP}
       --deadline-min MS  relaxed mode: the shortest soft deadline per phase (default 5)
       --deadline-max MS  relaxed mode: the hard deadline per phase, for critical contributions (default 250)
       --cluster-key K    shared secret, at least 16 bytes (or HALO_CLUSTER_KEY); required off loopback
+      --slowdown X       emulate a coordinator X times slower (a wait of (X−1) × its compute per phase)
 Link emulation of what this coordinator sends (for testing; workers take the same flags):
 ${LINK_FLAGS_HELP}`;
 
@@ -110,7 +111,7 @@ export function readGenerationFlags(flags: ParsedFlags): Omit<GenerationRequest,
 }
 
 export async function runCommand(argv: readonly string[], io: CommandIo): Promise<number> {
-  const flags = parseFlags(argv, { ...GENERATION_FLAGS, ...LINK_FLAGS, workers: { type: "string", short: "w" } });
+  const flags = parseFlags(argv, { ...GENERATION_FLAGS, ...LINK_FLAGS, workers: { type: "string", short: "w" }, slowdown: { type: "string" } });
   if (booleanFlag(flags, "help")) {
     io.stdout(RUN_HELP + "\n");
     return 0;
@@ -118,7 +119,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   const request = readGenerationFlags(flags);
   const workerList = stringFlag(flags, "workers");
   const workers = workerList === undefined ? undefined : parseWorkerList(workerList);
-  const cluster = workers === undefined ? undefined : { workers, mode: request.mode, wire: request.wire, shares: request.shares, copies: request.copies, ffnBlockSize: request.ffnBlockSize, deadlines: request.deadlines, clusterKey: readClusterKey(flags, workers.map((w) => w.host)), linkProfiles: workers.map(() => readLinkProfile(flags)), seed: readSeed(flags) };
+  const cluster = workers === undefined ? undefined : { workers, mode: request.mode, wire: request.wire, shares: request.shares, copies: request.copies, ffnBlockSize: request.ffnBlockSize, deadlines: request.deadlines, clusterKey: readClusterKey(flags, workers.map((w) => w.host)), linkProfiles: workers.map(() => readLinkProfile(flags)), seed: readSeed(flags), computeSlowdown: numberFlag(flags, "slowdown", 1, 1000) };
   return executeGeneration({ ...request, cluster }, io);
 }
 
