@@ -14,3 +14,5 @@ export { generate } from "./generate.js";
 export type { GenerateOptions, GenerationResult, GenerationTimings, StopReason, StreamingDetokenizer } from "./generate.js";
 export { perplexity } from "./perplexity.js";
 export type { PerplexityResult } from "./perplexity.js";
+export { GroupProbe } from "./groupProbe.js";
+export type { GroupObservation, GroupProbeOptions } from "./groupProbe.js";
