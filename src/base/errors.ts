@@ -30,6 +30,7 @@ export const ERROR_CODES = {
   HALO_ERR_SHARD_INVALID: "A shard file is malformed or does not hold what it claims or what was asked for.",
   HALO_ERR_SHARD_TRANSFER: "A shard transfer failed: wrong hash or size, a chunk out of order or past the end, a refusal, or the connection was lost.",
   HALO_ERR_TESTBED: "A network-namespace testbed command (ip, nft, tc) failed, its tool is missing, or its output could not be read.",
+  HALO_ERR_PREDICTOR: "A predictor file is malformed, of another version, or was fitted for another model.",
 } as const satisfies Record<`HALO_ERR_${string}`, string>;
 
 export type HaloErrorCode = keyof typeof ERROR_CODES;
@@ -311,6 +312,16 @@ export class TestbedError extends HaloError {
     this.name = "TestbedError";
     this.argv = argv;
     this.stderr = options?.stderr ?? "";
+  }
+}
+
+/** A predictor file that cannot be used: malformed, another format version, or fitted for another model. */
+export class PredictorFileError extends HaloError {
+  readonly path: string;
+  constructor(path: string, message: string, options?: { cause?: unknown }) {
+    super("HALO_ERR_PREDICTOR", `predictor ${path}: ${message}`, options);
+    this.name = "PredictorFileError";
+    this.path = path;
   }
 }
 

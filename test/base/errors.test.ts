@@ -32,6 +32,7 @@ const instances: errors.HaloError[] = [
   new errors.ShardInvalidError("/p", "x"),
   new errors.ShardTransferError("hash-mismatch", "ab".repeat(32), "x"),
   new errors.TestbedError(["nft", "list", "ruleset"], "x"),
+  new errors.PredictorFileError("/p", "x"),
 ];
 
 test("every error class carries a registered code and its own name", () => {

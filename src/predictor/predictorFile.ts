@@ -1,0 +1,119 @@
+/**
+ * A fitted predictor and its sidecar file. The predictor maps each layer phase's normed input
+ * (dim) to the predicted log-importance of each of its groups; the file is a small GGUF (the
+ * project's own reader and writer) holding one weight matrix and one bias vector per layer and
+ * phase, and the SHA-256 of the model it was fitted on:
+ *
+ *   halo.predictor.version       uint32  PREDICTOR_FORMAT_VERSION
+ *   halo.predictor.model_sha256  string  the model file's SHA-256, lowercase hex
+ *   halo.predictor.input         string  "normed-input" (what the maps read)
+ *   halo.predictor.n_layers, .input_dim, .ffn_block_size  uint32
+ *   blk.{l}.{attn,ffn}_pred.weight  F32 (ne = [nGroups, dim]),  .bias  F32 (ne = [nGroups])
+ */
+import { PredictorFileError, describeError } from "../base/index.js";
+import { GGML_TYPE_ID } from "../kernels/index.js";
+import { GgufValueType, openGguf, writeGguf, type GgufFile } from "../model/index.js";
+import type { GroupKind } from "../partition/index.js";
+import { applyLinearMap, type LinearMap } from "./ridge.js";
+
+export const PREDICTOR_FORMAT_VERSION = 1;
+
+export interface GroupPredictor {
+  readonly modelSha256: string;
+  readonly nLayers: number;
+  readonly inputDim: number;
+  readonly ffnBlockSize: number;
+  /** (nLayers) per phase: normed input → log-importance of every group. */
+  readonly maps: Readonly<Record<GroupKind, readonly LinearMap[]>>;
+}
+
+const PHASE_TENSOR: Record<GroupKind, string> = { attention: "attn_pred", ffn: "ffn_pred" };
+
+/** Predicted log-importance of every group of (layer, phase) for one token's input at input[offset…). */
+export function predictImportance(predictor: GroupPredictor, layer: number, phase: GroupKind, input: ArrayLike<number>, offset: number, out: Float64Array | Float32Array): void {
+  applyLinearMap(predictor.maps[phase][layer]!, input, offset, out);
+}
+
+function f32Bytes(values: Float64Array): Uint8Array {
+  const f32 = Float32Array.from(values);
+  return new Uint8Array(f32.buffer, f32.byteOffset, f32.byteLength);
+}
+
+export function writePredictor(path: string, predictor: GroupPredictor): number {
+  const tensors = [];
+  for (let l = 0; l < predictor.nLayers; l++) {
+    for (const phase of ["attention", "ffn"] as const) {
+      const map = predictor.maps[phase][l]!;
+      tensors.push({ name: `blk.${l}.${PHASE_TENSOR[phase]}.weight`, typeId: GGML_TYPE_ID.F32, shape: [map.nOutputs, map.nInputs], data: f32Bytes(map.weights) });
+      tensors.push({ name: `blk.${l}.${PHASE_TENSOR[phase]}.bias`, typeId: GGML_TYPE_ID.F32, shape: [map.nOutputs], data: f32Bytes(map.bias) });
+    }
+  }
+  return writeGguf(path, {
+    metadata: [
+      ["general.architecture", { type: GgufValueType.STRING, value: "halo-predictor" }],
+      ["halo.predictor.version", { type: GgufValueType.UINT32, value: PREDICTOR_FORMAT_VERSION }],
+      ["halo.predictor.model_sha256", { type: GgufValueType.STRING, value: predictor.modelSha256 }],
+      ["halo.predictor.input", { type: GgufValueType.STRING, value: "normed-input" }],
+      ["halo.predictor.n_layers", { type: GgufValueType.UINT32, value: predictor.nLayers }],
+      ["halo.predictor.input_dim", { type: GgufValueType.UINT32, value: predictor.inputDim }],
+      ["halo.predictor.ffn_block_size", { type: GgufValueType.UINT32, value: predictor.ffnBlockSize }],
+    ],
+    tensors,
+  });
+}
+
+/**
+ * Reads a predictor file and checks it was fitted for the model whose SHA-256 is
+ * `expectedModelSha256`. Throws PredictorFileError for anything wrong, naming both hashes on a
+ * mismatch.
+ */
+export async function readPredictor(path: string, expectedModelSha256: string): Promise<GroupPredictor> {
+  let file: GgufFile;
+  try {
+    file = await openGguf(path);
+  } catch (error) {
+    throw new PredictorFileError(path, describeError(error), { cause: error });
+  }
+  try {
+    const meta = file.metadata;
+    const fail = (message: string): never => {
+      throw new PredictorFileError(path, message);
+    };
+    const version = meta.integer("halo.predictor.version");
+    if (version !== PREDICTOR_FORMAT_VERSION) fail(`format version ${version ?? "missing"}, this build reads ${PREDICTOR_FORMAT_VERSION}`);
+    const modelSha256 = meta.string("halo.predictor.model_sha256") ?? "";
+    if (modelSha256 !== expectedModelSha256) fail(`fitted for the model ${modelSha256 || "(missing)"}, not this one (${expectedModelSha256}); calibrate again`);
+    if (meta.string("halo.predictor.input") !== "normed-input") fail(`reads '${meta.string("halo.predictor.input") ?? "(missing)"}', this build predicts from 'normed-input'`);
+    const nLayers = meta.integer("halo.predictor.n_layers") ?? 0;
+    const inputDim = meta.integer("halo.predictor.input_dim") ?? 0;
+    const ffnBlockSize = meta.integer("halo.predictor.ffn_block_size") ?? 0;
+    if (!(nLayers >= 1 && nLayers <= 4096 && inputDim >= 1 && inputDim <= 1 << 20 && ffnBlockSize >= 1)) fail(`bad sizes: ${nLayers} layers, input ${inputDim}, FFN block ${ffnBlockSize}`);
+    const readF32 = (name: string, shape: readonly number[]): Float64Array => {
+      const info = file.tensor(name) ?? fail(`tensor ${name} is missing`);
+      if (info.typeId !== GGML_TYPE_ID.F32 || info.shape.length !== shape.length || info.shape.some((n, i) => n !== shape[i])) {
+        fail(`tensor ${name} is ${info.typeName} [${info.shape.join(", ")}], expected F32 [${shape.join(", ")}]`);
+      }
+      const bytes = file.tensorBytes(info);
+      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      const out = new Float64Array(info.nElements);
+      for (let i = 0; i < out.length; i++) {
+        out[i] = view.getFloat32(4 * i, true);
+        if (!Number.isFinite(out[i])) fail(`tensor ${name} holds a non-finite value at ${i}`);
+      }
+      return out;
+    };
+    const maps: Record<GroupKind, LinearMap[]> = { attention: [], ffn: [] };
+    for (let l = 0; l < nLayers; l++) {
+      for (const phase of ["attention", "ffn"] as const) {
+        const name = `blk.${l}.${PHASE_TENSOR[phase]}`;
+        const info = file.tensor(`${name}.weight`) ?? fail(`tensor ${name}.weight is missing`);
+        const nOutputs = info.shape[0] ?? 0;
+        if (!(nOutputs >= 1 && nOutputs <= 1 << 20)) fail(`tensor ${name}.weight has ${nOutputs} groups`);
+        maps[phase].push({ nInputs: inputDim, nOutputs, weights: readF32(`${name}.weight`, [nOutputs, inputDim]), bias: readF32(`${name}.bias`, [nOutputs]) });
+      }
+    }
+    return { modelSha256, nLayers, inputDim, ffnBlockSize, maps };
+  } finally {
+    file.close();
+  }
+}
