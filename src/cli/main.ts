@@ -11,6 +11,7 @@ import { doctorCommand, DOCTOR_HELP } from "./doctor.js";
 import { inspectCommand, INSPECT_HELP } from "./inspect.js";
 import type { CommandIo } from "./io.js";
 import { perplexityCommand, PERPLEXITY_HELP } from "./perplexity.js";
+import { calibrateCommand, CALIBRATE_HELP } from "./calibrate.js";
 import { runCommand, RUN_HELP } from "./run.js";
 import { synthCommand, SYNTH_HELP } from "./synth.js";
 import { workerCommand, WORKER_HELP } from "./worker.js";
@@ -21,6 +22,7 @@ const COMMANDS: Record<string, { run: Command; help: string; summary: string }> 
   run: { run: runCommand, help: RUN_HELP, summary: "generate text from a prompt" },
   inspect: { run: inspectCommand, help: INSPECT_HELP, summary: "show a GGUF file's metadata and tensors" },
   perplexity: { run: perplexityCommand, help: PERPLEXITY_HELP, summary: "score a text file (mean NLL, perplexity)" },
+  calibrate: { run: calibrateCommand, help: CALIBRATE_HELP, summary: "fit the group-importance predictor on a corpus" },
   convert: { run: convertCommand, help: CONVERT_HELP, summary: "convert a llama2.c checkpoint to GGUF" },
   synth: { run: synthCommand, help: SYNTH_HELP, summary: "write a synthetic model with real shapes" },
   worker: { run: workerCommand, help: WORKER_HELP, summary: "serve a share of the model to a coordinator" },

@@ -20,7 +20,9 @@ import {
   SHARED_MODELS, TINY_DIMS, TINY_VOCAB, createTempDir, f32Bytes, readGolden, tinyLlamaSpec, tinyLlamaTensorShapes, writeModelFile,
   type GoldenReference, type TempDir,
 } from "../helpers/modelFiles.js";
-import { projectRoot } from "../helpers/paths.js";
+import { projectRoot, sharedModelsDir } from "../helpers/paths.js";
+import { modelSha256 } from "../../src/cluster/index.js";
+import { readPredictor } from "../../src/predictor/index.js";
 
 interface RunJson {
   text: string;
@@ -477,6 +479,23 @@ describe("halo doctor", () => {
     const args = ["doctor"];
     const run = await runHalo(args, { env: { HALO_KERNELS: "gpu" } });
     assertErrorLine(args, run, { command: "doctor", exitCode: 2, code: "HALO_ERR_USAGE", message: "HALO_KERNELS must be one of auto, native, ts" });
+  });
+});
+
+describe("halo calibrate", () => {
+  test("fits a predictor file for the model; bad flags are usage errors", async () => {
+    const out = path.join(tmp.path, "stories.halo");
+    const corpus = path.join(sharedModelsDir(), "corpora", "tinystories_valid_excerpt.txt");
+    const run = await runHalo(["calibrate", "--corpus", corpus, "--tokens", "1024", "--out", out]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stderr, /halo calibrate: 1024 tokens, 5 layers, [\d.]+ KiB written to /);
+    const predictor = await readPredictor(out, modelSha256(BUILTIN_MODEL));
+    assert.deepEqual([predictor.nLayers, predictor.inputDim, predictor.maps.attention[0]!.nOutputs], [5, 64, 4]);
+    assertErrorLine(["calibrate", "--out", out], await runHalo(["calibrate", "--out", out]), { command: "calibrate", exitCode: 2, code: "HALO_ERR_USAGE", message: "--corpus is required" });
+    const tooShort = path.join(tmp.path, "short.txt");
+    writeFileSync(tooShort, "Once upon a time");
+    const args = ["calibrate", "--corpus", tooShort, "--out", out];
+    assertErrorLine(args, await runHalo(args), { command: "calibrate", exitCode: 2, code: "HALO_ERR_USAGE", message: "the corpus has 4 tokens, fewer than one window of 256" });
   });
 });
 
