@@ -1,6 +1,7 @@
 /** `halo run`: generate text from a prompt, on this machine or with workers (--workers). */
 import { UsageError } from "../base/index.js";
 import { ClusterCoordinator, modelSha256, type DeadlineOptions, type SyncMode } from "../cluster/index.js";
+import { readPredictor } from "../predictor/index.js";
 import { Engine, Sampler, generate, type ResolvedSamplingOptions } from "../engine/index.js";
 import { WIRE_FORMAT_NAMES, type LinkProfile, type WireFormat } from "../net/index.js";
 import { booleanFlag, choiceFlag, integerFlag, numberFlag, parseFlags, stringFlag, type FlagSpec, type ParsedFlags } from "./flags.js";
@@ -22,6 +23,8 @@ export const GENERATION_FLAGS = {
   copies: { type: "string" },
   "ffn-block": { type: "string" },
   "deadline-min": { type: "string" },
+  predictor: { type: "string" },
+  "critical-fraction": { type: "string" },
   "deadline-max": { type: "string" },
   ...KEY_FLAGS,
 } as const satisfies FlagSpec;
@@ -44,6 +47,10 @@ ${GENERATION_FLAGS_HELP}
       --shares LIST      relative compute share of each device, this one first (default: equal)
       --copies N         send every datagram N times (1-4, default 1: a loss costs a NACK round trip)
       --ffn-block N      neurons per FFN group, a multiple of the weights' block size (default 32)
+      --predictor F      group-importance predictor (halo calibrate): the devices holding a token's most
+                         important groups are waited for up to the hard deadline (default: none; no
+                         contribution is critical)
+      --critical-fraction X  share of groups, by predicted importance, made critical (default 0.25)
       --deadline-min MS  relaxed mode: the shortest soft deadline per phase (default 5)
       --deadline-max MS  relaxed mode: the hard deadline per phase, for critical contributions (default 250)
       --cluster-key K    shared secret, at least 16 bytes (or HALO_CLUSTER_KEY); required off loopback
@@ -65,6 +72,8 @@ export interface GenerationRequest {
     shares?: number[];
     copies?: number;
     ffnBlockSize?: number;
+    predictorPath?: string;
+    criticalFraction?: number;
     deadlines?: DeadlineOptions;
     /** halo cluster --devices: the coordinator's compute slowdown, and every device's preset and slowdown for the stats. */
     computeSlowdown?: number;
@@ -93,7 +102,7 @@ function readDeadlines(flags: ParsedFlags): DeadlineOptions {
   return { minMs, hardMs };
 }
 
-export function readGenerationFlags(flags: ParsedFlags): Omit<GenerationRequest, "cluster"> & { mode: SyncMode; wire: WireFormat; shares: number[] | undefined; copies: number | undefined; ffnBlockSize: number | undefined; deadlines: DeadlineOptions } {
+export function readGenerationFlags(flags: ParsedFlags): Omit<GenerationRequest, "cluster"> & { mode: SyncMode; wire: WireFormat; shares: number[] | undefined; copies: number | undefined; ffnBlockSize: number | undefined; deadlines: DeadlineOptions; predictorPath: string | undefined; criticalFraction: number | undefined } {
   return {
     modelFlags: readModelFlags(flags),
     sampling: readSamplingFlags(flags),
@@ -107,6 +116,8 @@ export function readGenerationFlags(flags: ParsedFlags): Omit<GenerationRequest,
     copies: integerFlag(flags, "copies", 1, 4),
     ffnBlockSize: integerFlag(flags, "ffn-block", 1, 1 << 16),
     deadlines: readDeadlines(flags),
+    predictorPath: stringFlag(flags, "predictor"),
+    criticalFraction: numberFlag(flags, "critical-fraction", 0, 1),
   };
 }
 
@@ -119,7 +130,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   const request = readGenerationFlags(flags);
   const workerList = stringFlag(flags, "workers");
   const workers = workerList === undefined ? undefined : parseWorkerList(workerList);
-  const cluster = workers === undefined ? undefined : { workers, mode: request.mode, wire: request.wire, shares: request.shares, copies: request.copies, ffnBlockSize: request.ffnBlockSize, deadlines: request.deadlines, clusterKey: readClusterKey(flags, workers.map((w) => w.host)), linkProfiles: workers.map(() => readLinkProfile(flags)), seed: readSeed(flags), computeSlowdown: numberFlag(flags, "slowdown", 1, 1000) };
+  const cluster = workers === undefined ? undefined : { workers, mode: request.mode, wire: request.wire, shares: request.shares, copies: request.copies, ffnBlockSize: request.ffnBlockSize, deadlines: request.deadlines, predictorPath: request.predictorPath, criticalFraction: request.criticalFraction, clusterKey: readClusterKey(flags, workers.map((w) => w.host)), linkProfiles: workers.map(() => readLinkProfile(flags)), seed: readSeed(flags), computeSlowdown: numberFlag(flags, "slowdown", 1, 1000) };
   return executeGeneration({ ...request, cluster }, io);
 }
 
@@ -137,9 +148,14 @@ export async function executeGeneration(request: GenerationRequest, io: CommandI
   try {
     if (request.cluster !== undefined) {
       const c = request.cluster;
+      const sha = modelSha256(request.modelFlags.modelPath);
+      const predictor = c.predictorPath === undefined ? undefined : await readPredictor(c.predictorPath, sha);
+
       coordinator = await ClusterCoordinator.connect({
         model,
-        modelSha256: modelSha256(request.modelFlags.modelPath),
+        modelSha256: sha,
+        predictor,
+        criticalFraction: c.criticalFraction,
         clusterKey: c.clusterKey,
         workers: c.workers,
         mode: c.mode,
@@ -154,13 +170,17 @@ export async function executeGeneration(request: GenerationRequest, io: CommandI
         log: (line) => io.stderr(line + "\n"),
       });
     }
+    if (request.cluster !== undefined) {
+      const c = request.cluster;
+      io.stderr(`halo: importance ${c.predictorPath === undefined ? "uniform (no --predictor): no contribution is critical" : `from ${c.predictorPath} (ridge on each phase's input): the top ${Math.round((c.criticalFraction ?? 0.25) * 100)}% of groups make their devices critical`}\n`);
+    }
     const engine = new Engine(model.config, model.weights, { kernels, contextLength: request.modelFlags.contextLength, synchronizer: coordinator });
     const sampler = new Sampler(model.config.vocabSize, request.sampling);
     const promptIds = model.tokenizer.encode(request.prompt, { addBos: true });
-    const perToken: Array<{ ms: number; syncWaitMs: number; sentBytes: number; receivedBytes: number; droppedGroups: number; dropped: number; expected: number }> = [];
+    const perToken: Array<{ ms: number; syncWaitMs: number; predictorMs: number; sentBytes: number; receivedBytes: number; droppedGroups: number; dropped: number; expected: number }> = [];
     const snapshot = () => {
       const totals = coordinator?.totals;
-      return { at: performance.now(), sync: totals?.syncWaitMs ?? 0, sent: totals?.bytesSent ?? 0, received: totals?.bytesReceived ?? 0, groups: totals?.droppedGroups ?? 0, dropped: totals?.droppedContributions ?? 0, expected: totals?.expectedContributions ?? 0 };
+      return { at: performance.now(), sync: totals?.syncWaitMs ?? 0, predict: totals?.predictorMs ?? 0, sent: totals?.bytesSent ?? 0, received: totals?.bytesReceived ?? 0, groups: totals?.droppedGroups ?? 0, dropped: totals?.droppedContributions ?? 0, expected: totals?.expectedContributions ?? 0 };
     };
     let last = snapshot();
     const result = await generate(engine, model.tokenizer, sampler, promptIds, {
@@ -170,12 +190,12 @@ export async function executeGeneration(request: GenerationRequest, io: CommandI
         if (!request.json) io.stdout(text);
         if (coordinator === undefined || id < 0) return;
         const now = snapshot();
-        const token = { ms: now.at - last.at, syncWaitMs: now.sync - last.sync, sentBytes: now.sent - last.sent, receivedBytes: now.received - last.received, droppedGroups: now.groups - last.groups, dropped: now.dropped - last.dropped, expected: now.expected - last.expected };
+        const token = { ms: now.at - last.at, syncWaitMs: now.sync - last.sync, predictorMs: now.predict - last.predict, sentBytes: now.sent - last.sent, receivedBytes: now.received - last.received, droppedGroups: now.groups - last.groups, dropped: now.dropped - last.dropped, expected: now.expected - last.expected };
         perToken.push(token);
         last = now;
         if (!request.json) {
           io.stderr(
-            `\n[token ${perToken.length}] ${token.ms.toFixed(1)} ms | compute ${(token.ms - token.syncWaitMs).toFixed(1)} ms | sync ${token.syncWaitMs.toFixed(1)} ms | ` +
+            `\n[token ${perToken.length}] ${token.ms.toFixed(1)} ms | compute ${(token.ms - token.syncWaitMs).toFixed(1)} ms${request.cluster?.predictorPath === undefined ? "" : ` (predict ${token.predictorMs.toFixed(2)} ms)`} | sync ${token.syncWaitMs.toFixed(1)} ms | ` +
               `sent ${(token.sentBytes / 1024).toFixed(1)} kB, received ${(token.receivedBytes / 1024).toFixed(1)} kB | dropped ${token.dropped}/${token.expected} contributions (${token.droppedGroups} groups)\n`,
           );
         }

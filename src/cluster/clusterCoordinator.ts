@@ -25,6 +25,7 @@ import {
 } from "../net/index.js";
 import { QUANT_TRAITS } from "../kernels/index.js";
 import { DEFAULT_FFN_BLOCK_SIZE, createGroupLayout, devicesInPhase, groupsOfDevice, proportionalPlacement, type GroupKind, type GroupLayout, type GroupRange, type Placement } from "../partition/index.js";
+import { predictImportance, topK, type GroupPredictor } from "../predictor/index.js";
 import { MAX_NACK_TRIES, NackScheduler } from "./nackScheduler.js";
 import { PhaseDeadline, PhaseWait, type DeadlineOptions } from "./phaseDeadline.js";
 import { decodeVectors, encodeVectors } from "./wireVectors.js";
@@ -58,6 +59,14 @@ export interface ClusterOptions {
   deadlines?: DeadlineOptions;
   /** Whether a device's contribution to (layer, phase) is awaited up to the hard deadline. Defaults to none. */
   isCritical?: (device: number, layerIndex: number, phase: GroupKind) => boolean;
+  /**
+   * Predicts each group's importance from the phase's input before the phase runs; the devices
+   * holding the `criticalFraction` most important groups of a token are critical for it (relaxed
+   * mode, one token at a time). Without it no contribution is critical unless isCritical says so.
+   */
+  predictor?: GroupPredictor;
+  /** Share of a phase's groups, by predicted importance, whose devices are critical. Defaults to 0.25. */
+  criticalFraction?: number;
   /** The emulated link for what is sent to each worker (halo cluster --local). */
   linkProfiles?: readonly LinkProfile[];
   /** Where shards for workers without the model file are cut and kept. Defaults to $XDG_CACHE_HOME/halo/shards or ~/.cache/halo/shards. */
@@ -95,6 +104,9 @@ export interface PhaseStats {
   /** NACKs sent for lost chunks of partial sums, and input chunks sent again on a worker's NACK. */
   nacksSent: number;
   chunksResent: number;
+  /** Time spent predicting group importance, and contributions made critical by the prediction. */
+  predictorMs: number;
+  criticalContributions: number;
 }
 
 
@@ -104,6 +116,12 @@ export interface PhaseStats {
 
 const stepKey = (position: number, layer: number, phase: GroupKind): string => `${position}:${layer}:${phase}`;
 
+function checkPredictorFits(predictor: GroupPredictor, layout: GroupLayout, dim: number, nLayers: number): void {
+  const fits = predictor.inputDim === dim && predictor.nLayers === nLayers && predictor.ffnBlockSize === layout.ffnBlockSize &&
+    predictor.maps.attention.every((m) => m.nOutputs === layout.nAttentionGroups) && predictor.maps.ffn.every((m) => m.nOutputs === layout.nFfnGroups);
+  if (!fits) throw new HaloError("HALO_ERR_USAGE", `the predictor was fitted for FFN blocks of ${predictor.ffnBlockSize} neurons and ${predictor.nLayers} layers; this cluster uses blocks of ${layout.ffnBlockSize} and ${nLayers} layers`);
+}
+
 
 
 export class ClusterCoordinator implements Synchronizer {
@@ -112,8 +130,12 @@ export class ClusterCoordinator implements Synchronizer {
   readonly wire: WireFormat;
   /** Totals since connect. */
   readonly totals: PhaseStats = {
-    syncWaitMs: 0, droppedContributions: 0, expectedContributions: 0, droppedGroups: 0, datagramsSent: 0, bytesSent: 0, bytesReceived: 0, workersLost: 0, workersRejoined: 0, nacksSent: 0, chunksResent: 0,
+    syncWaitMs: 0, droppedContributions: 0, expectedContributions: 0, droppedGroups: 0, datagramsSent: 0, bytesSent: 0, bytesReceived: 0, workersLost: 0, workersRejoined: 0, nacksSent: 0, chunksResent: 0, predictorMs: 0, criticalContributions: 0,
   };
+  /** The current phase's critical devices. */
+  private critical: number[] = [];
+  /** (max groups of a phase) predicted log-importance of the current phase's groups. */
+  private readonly scores: Float64Array;
   private readonly clock: Clock;
   private readonly coordinatorGroups: Array<Record<GroupKind, GroupRange[]>>;
   private readonly chunks: DatagramChunk[];
@@ -155,6 +177,7 @@ export class ClusterCoordinator implements Synchronizer {
     this.wire = options.wire ?? "q8_0";
     this.deadline = new PhaseDeadline(options.deadlines);
     this.nacks = new NackScheduler(this.clock);
+    this.scores = new Float64Array(Math.max(layout.nAttentionGroups, layout.nFfnGroups));
     this.epoch = epoch;
     const { config } = options.model;
     this.coordinatorGroups = placement.layers.map((_, l) => ({ attention: groupsOfDevice(placement, l, "attention", 0), ffn: groupsOfDevice(placement, l, "ffn", 0) }));
@@ -191,6 +214,7 @@ export class ClusterCoordinator implements Synchronizer {
     const blockSize = QUANT_TRAITS[ffnDown.type].blockSize;
     if (layout.ffnBlockSize % blockSize !== 0) throw new HaloError("HALO_ERR_USAGE", `FFN block of ${layout.ffnBlockSize} neurons is not a multiple of the ${ffnDown.type} block size ${blockSize}`);
     const placement = proportionalPlacement(layout, model.config.nLayers, shares);
+    if (options.predictor !== undefined) checkPredictorFits(options.predictor, layout, model.config.dim, model.config.nLayers);
     // Workers off loopback reach the coordinator at whatever address routes to it.
     const host = options.host ?? (options.workers.every((w) => isLoopbackHost(w.host)) ? "127.0.0.1" : "0.0.0.0");
     const udp = createSocket(host.includes(":") ? "udp6" : "udp4");
@@ -269,6 +293,8 @@ export class ClusterCoordinator implements Synchronizer {
       this.localComputeStartMs = this.clock.now();
       return;
     }
+    this.critical = this.criticalDevices(step, devices);
+    this.totals.criticalContributions += this.critical.length;
     const phaseId = SYNC_PHASE_IDS[phase];
     this.receiver.setCurrent(positionStart, layerIndex, phaseId);
     const dim = this.options.model.config.dim;
@@ -280,7 +306,7 @@ export class ClusterCoordinator implements Synchronizer {
       const link = this.links[device - 1]!;
       // A critical worker gets every input datagram at least twice: one loss no longer costs its contribution.
       const copies = this.options.copies ?? 1;
-      const nCopies = this.options.isCritical?.(device, layerIndex, phase) === true ? Math.max(2, copies) : copies;
+      const nCopies = this.critical.includes(device) ? Math.max(2, copies) : copies;
       for (let copy = 0; copy < nCopies; copy++) {
         for (let chunkIndex = 0; chunkIndex < this.chunks.length; chunkIndex++) this.sendInputChunk(link, chunkIndex, copy > 0, sendTimeUs);
       }
@@ -316,10 +342,11 @@ export class ClusterCoordinator implements Synchronizer {
     // Complete before the wait: nothing was silent, as far as this phase can tell.
     let longestSilenceMs = 0;
     if (!this.isComplete(positionStart, layerIndex, phaseId, devices)) {
-      const critical = this.options.isCritical === undefined ? [] : devices.filter((d) => this.options.isCritical!(d, layerIndex, phase));
+      const critical = this.critical.filter((d) => devices.includes(d));
       const wait = new PhaseWait({
         clock: this.clock, deadline: this.deadline, phaseStartMs: this.phaseStartMs, step: { position: positionStart, layer: layerIndex, phase: phaseId },
         isComplete: (awaited) => this.isComplete(positionStart, layerIndex, phaseId, awaited === "all" ? devices : critical),
+        onCriticalOverdue: () => this.chaseCritical(positionStart, layerIndex, phaseId, critical),
       });
       this.waiting = wait;
       longestSilenceMs = await wait.done;
@@ -344,6 +371,24 @@ export class ClusterCoordinator implements Synchronizer {
     }
     if (allArrived) this.deadline.learn(completeMs, longestSilenceMs);
     this.totals.syncWaitMs += this.clock.now() - started;
+  }
+
+  /** The devices whose contribution to this phase is waited for up to the hard deadline. */
+  private criticalDevices(step: PhaseStep, devices: readonly number[]): number[] {
+    const { layerIndex, phase } = step;
+    const critical = new Set<number>();
+    if (this.options.isCritical !== undefined) for (const d of devices) if (this.options.isCritical(d, layerIndex, phase)) critical.add(d);
+    const predictor = this.options.predictor;
+    if (predictor !== undefined) {
+      const started = this.clock.now();
+      const nGroups = this.placement.layers[layerIndex]![phase].length;
+      predictImportance(predictor, layerIndex, phase, step.input, 0, this.scores);
+      const nCritical = Math.ceil((this.options.criticalFraction ?? 0.25) * nGroups);
+      const owners = this.placement.layers[layerIndex]![phase];
+      for (const g of topK(this.scores, 0, nGroups, nCritical)) if (owners[g] !== 0 && devices.includes(owners[g]!)) critical.add(owners[g]!);
+      this.totals.predictorMs += this.clock.now() - started;
+    }
+    return [...critical];
   }
 
   private sendTimeUs(): number {
@@ -439,15 +484,37 @@ export class ClusterCoordinator implements Synchronizer {
     this.waiting?.onArrival(position, layer, phase);
   }
 
+  /**
+   * Past the soft deadline a critical contribution is still missing: ask its worker for the
+   * partial-sum chunks it may have sent (a NACK, answered from what it keeps), and send it the
+   * input again in case that was what got lost (a duplicate of an input it had is dropped).
+   */
+  private chaseCritical(position: number, layer: number, phase: SyncPhaseId, critical: readonly number[]): void {
+    for (const device of critical) {
+      const link = this.links[device - 1]!;
+      if (link.state !== "active") continue;
+      const missing = this.receiver.missingChunks(position, layer, phase, device);
+      for (const chunkIndex of missing) this.sendNack(link, position, layer, phase, chunkIndex);
+      const step = this.inputStep;
+      if (missing.length === this.chunks.length && step !== undefined && step.position === position && step.layer === layer && step.phase === phase) {
+        for (let chunkIndex = 0; chunkIndex < this.chunks.length; chunkIndex++) this.sendInputChunk(link, chunkIndex, true, this.sendTimeUs());
+      }
+    }
+  }
+
+  private sendNack(link: WorkerLink, position: number, layer: number, phase: SyncPhaseId, chunkIndex: number): void {
+    const length = encodeNack({ sessionId: this.sessionId, epoch: this.epoch, senderIndex: 0, position, layer, phase, chunkIndex, nChunks: this.chunks.length }, link.sessionKey, this.nackDatagram);
+    const datagram = Buffer.from(this.nackDatagram.subarray(0, length));
+    link.emulator.send(datagram, (bytes) => this.udp.send(bytes, link.udpPort, link.address.host));
+    this.totals.nacksSent++;
+  }
+
   /** Some chunks of a worker's partial sum arrived: the others should follow at once, else ask for them. */
   private nackLaterIfMissing(link: WorkerLink, position: number, layer: number, phase: SyncPhaseId): void {
     const sessionKey = link.sessionKey;
     this.nacks.onChunk(`${this.epoch}:${link.index}:${position}:${layer}:${phase}`, () => this.receiver.missingChunks(position, layer, phase, link.index), (chunkIndex) => {
       if (link.sessionKey !== sessionKey || link.state !== "active") return;
-      const length = encodeNack({ sessionId: this.sessionId, epoch: this.epoch, senderIndex: 0, position, layer, phase, chunkIndex, nChunks: this.chunks.length }, sessionKey, this.nackDatagram);
-      const datagram = Buffer.from(this.nackDatagram.subarray(0, length));
-      link.emulator.send(datagram, (bytes) => this.udp.send(bytes, link.udpPort, link.address.host));
-      this.totals.nacksSent++;
+      this.sendNack(link, position, layer, phase, chunkIndex);
     });
   }
 

@@ -81,6 +81,8 @@ export interface PhaseWaitOptions {
   step: { position: number; layer: number; phase: SyncPhaseId };
   /** Whether every contribution ("all"), or every critical one, is in (a lost device counts as in). */
   isComplete: (awaited: "all" | "critical") => boolean;
+  /** Called once, when only critical contributions are awaited any more and some are still missing. */
+  onCriticalOverdue?: () => void;
 }
 
 /**
@@ -133,8 +135,10 @@ export class PhaseWait {
   }
 
   private expire(): void {
+    if (this.softExpired) return;
     this.softExpired = true;
     this.check();
+    if (!this.finished) this.options.onCriticalOverdue?.();
   }
 
   private finish(): void {

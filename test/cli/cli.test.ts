@@ -492,6 +492,21 @@ describe("halo calibrate", () => {
     const predictor = await readPredictor(out, modelSha256(BUILTIN_MODEL));
     assert.deepEqual([predictor.nLayers, predictor.inputDim, predictor.maps.attention[0]!.nOutputs], [5, 64, 4]);
     assertErrorLine(["calibrate", "--out", out], await runHalo(["calibrate", "--out", out]), { command: "calibrate", exitCode: 2, code: "HALO_ERR_USAGE", message: "--corpus is required" });
+    // The predictor in use: it makes some contributions critical, at a measured cost.
+    const clusterArgs = ["cluster", "--local", "3", "--predictor", out, "--loss", "5", "--seed", "2", "--prompt", "Once upon a time", "-n", "10", "--json"];
+    const clusterRun = await runHalo(clusterArgs, { timeoutMs: 60_000 });
+    const json = parseJsonLine<{ cluster: { totals: { criticalContributions: number; predictorMs: number; expectedContributions: number } } }>(clusterArgs, clusterRun);
+    assert.ok(json.cluster.totals.criticalContributions > 0 && json.cluster.totals.criticalContributions < json.cluster.totals.expectedContributions, JSON.stringify(json.cluster.totals));
+    assert.ok(json.cluster.totals.predictorMs > 0);
+    assert.match(clusterRun.stderr, /halo: importance from .*stories\.halo \(ridge on each phase's input\): the top 25% of groups make their devices critical/);
+    const foreign = path.join(tmp.path, "foreign.halo");
+    writeFileSync(foreign, readFileSync(out));
+    const wrongModel = path.join(tmp.path, "copy-of-stories.gguf");
+    writeFileSync(wrongModel, Buffer.concat([readFileSync(BUILTIN_MODEL), Buffer.alloc(32)]));
+    const mismatchArgs = ["run", "--model", wrongModel, "--workers", "127.0.0.1:1", "--predictor", foreign, "-n", "1"];
+    const mismatch = await runHalo(mismatchArgs);
+    assert.equal(mismatch.code, 1, mismatch.stderr);
+    assert.match(mismatch.stderr, /\[HALO_ERR_PREDICTOR\]/);
     const tooShort = path.join(tmp.path, "short.txt");
     writeFileSync(tooShort, "Once upon a time");
     const args = ["calibrate", "--corpus", tooShort, "--out", out];

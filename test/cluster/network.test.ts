@@ -167,8 +167,9 @@ test("critical contributions are awaited up to the hard deadline; the others onl
   // Each drop of a critical contribution cost the whole hard deadline; a non-critical one far less.
   assert.ok(critical.waitedMs >= critical.dropped * hardMs * 0.9, `critical: ${critical.waitedMs} ms for ${critical.dropped} drops`);
   assert.ok(soft.waitedMs < soft.dropped * hardMs * 0.5, `soft: ${soft.waitedMs} ms for ${soft.dropped} drops`);
-  // The critical worker's inputs go out twice: 3 copies per chunk instead of 2 across the two workers.
-  assert.equal(critical.datagramsSent * 2, soft.datagramsSent * 3);
+  // The critical worker's inputs go out twice (3 copies per chunk instead of 2 across the two
+  // workers), and once more for each phase in which it was overdue.
+  assert.ok(critical.datagramsSent * 2 >= soft.datagramsSent * 3, `${critical.datagramsSent} datagrams with a critical worker, ${soft.datagramsSent} without`);
 });
 
 test("workers without the model file receive their slices from the coordinator, hash-checked and cached; the cluster still matches a single node", async () => {
