@@ -12,6 +12,7 @@ import { inspectCommand, INSPECT_HELP } from "./inspect.js";
 import type { CommandIo } from "./io.js";
 import { perplexityCommand, PERPLEXITY_HELP } from "./perplexity.js";
 import { calibrateCommand, CALIBRATE_HELP } from "./calibrate.js";
+import { evalCommand, EVAL_HELP } from "./evalCommand.js";
 import { runCommand, RUN_HELP } from "./run.js";
 import { synthCommand, SYNTH_HELP } from "./synth.js";
 import { workerCommand, WORKER_HELP } from "./worker.js";
@@ -23,6 +24,7 @@ const COMMANDS: Record<string, { run: Command; help: string; summary: string }> 
   inspect: { run: inspectCommand, help: INSPECT_HELP, summary: "show a GGUF file's metadata and tensors" },
   perplexity: { run: perplexityCommand, help: PERPLEXITY_HELP, summary: "score a text file (mean NLL, perplexity)" },
   calibrate: { run: calibrateCommand, help: CALIBRATE_HELP, summary: "fit the group-importance predictor on a corpus" },
+  eval: { run: evalCommand, help: EVAL_HELP, summary: "what dropping groups costs, by predictor, oracle, static and random choice" },
   convert: { run: convertCommand, help: CONVERT_HELP, summary: "convert a llama2.c checkpoint to GGUF" },
   synth: { run: synthCommand, help: SYNTH_HELP, summary: "write a synthetic model with real shapes" },
   worker: { run: workerCommand, help: WORKER_HELP, summary: "serve a share of the model to a coordinator" },

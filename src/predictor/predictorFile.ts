@@ -8,7 +8,8 @@
  *   halo.predictor.model_sha256  string  the model file's SHA-256, lowercase hex
  *   halo.predictor.input         string  "normed-input" (what the maps read)
  *   halo.predictor.n_layers, .input_dim, .ffn_block_size  uint32
- *   blk.{l}.{attn,ffn}_pred.weight  F32 (ne = [nGroups, dim]),  .bias  F32 (ne = [nGroups])
+ *   blk.{l}.{attn,ffn}_pred.weight  F32 (ne = [nGroups, dim]),  .bias and .mean  F32 (ne = [nGroups])
+ * (.mean: the calibration's average log-importance per group, the static fallback)
  */
 import { PredictorFileError, describeError } from "../base/index.js";
 import { GGML_TYPE_ID } from "../kernels/index.js";
@@ -46,6 +47,7 @@ export function writePredictor(path: string, predictor: GroupPredictor): number 
       const map = predictor.maps[phase][l]!;
       tensors.push({ name: `blk.${l}.${PHASE_TENSOR[phase]}.weight`, typeId: GGML_TYPE_ID.F32, shape: [map.nOutputs, map.nInputs], data: f32Bytes(map.weights) });
       tensors.push({ name: `blk.${l}.${PHASE_TENSOR[phase]}.bias`, typeId: GGML_TYPE_ID.F32, shape: [map.nOutputs], data: f32Bytes(map.bias) });
+      tensors.push({ name: `blk.${l}.${PHASE_TENSOR[phase]}.mean`, typeId: GGML_TYPE_ID.F32, shape: [map.nOutputs], data: f32Bytes(map.mean) });
     }
   }
   return writeGguf(path, {
@@ -109,7 +111,7 @@ export async function readPredictor(path: string, expectedModelSha256: string): 
         const info = file.tensor(`${name}.weight`) ?? fail(`tensor ${name}.weight is missing`);
         const nOutputs = info.shape[0] ?? 0;
         if (!(nOutputs >= 1 && nOutputs <= 1 << 20)) fail(`tensor ${name}.weight has ${nOutputs} groups`);
-        maps[phase].push({ nInputs: inputDim, nOutputs, weights: readF32(`${name}.weight`, [nOutputs, inputDim]), bias: readF32(`${name}.bias`, [nOutputs]) });
+        maps[phase].push({ nInputs: inputDim, nOutputs, weights: readF32(`${name}.weight`, [nOutputs, inputDim]), bias: readF32(`${name}.bias`, [nOutputs]), mean: readF32(`${name}.mean`, [nOutputs]) });
       }
     }
     return { modelSha256, nLayers, inputDim, ffnBlockSize, maps };

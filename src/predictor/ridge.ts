@@ -15,6 +15,8 @@ export interface LinearMap {
   readonly nOutputs: number;
   readonly weights: Float64Array;
   readonly bias: Float64Array;
+  /** (nOutputs) the targets' mean over the fit: a static, input-independent estimate. */
+  readonly mean: Float64Array;
 }
 
 /** Accumulates XᵀX, XᵀY and the sums, one sample at a time, so a corpus never has to fit in memory. */
@@ -75,7 +77,7 @@ export class RidgeAccumulator {
       for (let i = 0; i < d; i++) s -= xMean[i]! * b[i * g + k]!;
       bias[k] = s;
     }
-    return { nInputs: d, nOutputs: g, weights: b, bias };
+    return { nInputs: d, nOutputs: g, weights: b, bias, mean: Float64Array.from(yMean) };
   }
 }
 

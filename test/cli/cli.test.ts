@@ -507,6 +507,21 @@ describe("halo calibrate", () => {
     const mismatch = await runHalo(mismatchArgs);
     assert.equal(mismatch.code, 1, mismatch.stderr);
     assert.match(mismatch.stderr, /\[HALO_ERR_PREDICTOR\]/);
+    // halo eval: the four ways of choosing what to drop, with JSON and a plot.
+    const jsonOut = path.join(tmp.path, "eval.json");
+    const plotOut = path.join(tmp.path, "eval.svg");
+    const evalRun = await runHalo(["eval", "--predictor", out, "--corpus", corpus, "--tokens", "256", "--window", "128", "--fractions", "20", "--json", jsonOut, "--plot", plotOut], { timeoutMs: 60_000 });
+    assert.equal(evalRun.code, 0, evalRun.stderr);
+    assert.match(evalRun.stdout, /\| 20% \| oracle \| [\d.]+ \|/);
+    const report = JSON.parse(readFileSync(jsonOut, "utf8")) as { nTokens: number; points: Array<{ policy: string; dropPercent: number; perplexity: number; top1Agreement: number }>; recallAtQuarter: number };
+    assert.equal(report.nTokens, 256);
+    assert.deepEqual(report.points.map((p) => p.policy), ["dense", "predictor", "oracle", "static", "random"]);
+    const byPolicy = Object.fromEntries(report.points.map((p) => [p.policy, p]));
+    assert.ok(byPolicy["dense"]!.perplexity < byPolicy["oracle"]!.perplexity && byPolicy["oracle"]!.perplexity < byPolicy["random"]!.perplexity, JSON.stringify(report.points));
+    assert.ok(report.recallAtQuarter > 0.3 && report.recallAtQuarter <= 1);
+    assert.match(readFileSync(plotOut, "utf8"), /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"[\s\S]*>random<\/text>[\s\S]*<\/svg>\n$/);
+    const badFractions = ["eval", "--predictor", out, "--corpus", corpus, "--fractions", "20,120"];
+    assertErrorLine(badFractions, await runHalo(badFractions), { command: "eval", exitCode: 2, code: "HALO_ERR_USAGE", message: "--fractions takes percentages between 0 and 100, got '20,120'" });
     const tooShort = path.join(tmp.path, "short.txt");
     writeFileSync(tooShort, "Once upon a time");
     const args = ["calibrate", "--corpus", tooShort, "--out", out];

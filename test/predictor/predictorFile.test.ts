@@ -14,7 +14,7 @@ function samplePredictor(): GroupPredictor {
   const random = new SeededRandom(5);
   // Values that f32 holds exactly, so the round trip can be compared bit for bit.
   const values = (n: number) => Float64Array.from({ length: n }, () => Math.fround(random.nextGaussian()));
-  const map = (g: number) => ({ nInputs: 8, nOutputs: g, weights: values(8 * g), bias: values(g) });
+  const map = (g: number) => ({ nInputs: 8, nOutputs: g, weights: values(8 * g), bias: values(g), mean: values(g) });
   return { modelSha256: SHA, nLayers: 2, inputDim: 8, ffnBlockSize: 32, maps: { attention: [map(4), map(4)], ffn: [map(6), map(6)] } };
 }
 

@@ -1,0 +1,209 @@
+/**
+ * `halo eval`: how much quality dropping neuron groups costs, by how they are chosen. For each
+ * drop fraction, each token's lowest-scored groups of every layer phase are dropped (they add
+ * zero, as a late device's groups do), scored four ways: by the predictor, by the oracle (the
+ * true contribution norms), by the static calibration average, and at random. Prints perplexity
+ * and greedy top-1 agreement with the dense model, and the predictor's recall@k and Spearman
+ * correlation against the true norms; writes JSON and an SVG plot.
+ */
+import { readFileSync, writeFileSync } from "node:fs";
+import { FileError, SeededRandom, UsageError } from "../base/index.js";
+import { modelSha256 } from "../cluster/index.js";
+import { Engine, GroupProbe, argmax, type GroupObservation } from "../engine/index.js";
+import type { MatrixKernels } from "../kernels/index.js";
+import type { LoadedModel } from "../model/index.js";
+import { createGroupLayout } from "../partition/index.js";
+import { predictImportance, readPredictor, recallAtK, spearman, topK, type GroupPredictor } from "../predictor/index.js";
+import { booleanFlag, integerFlag, parseFlags, requiredStringFlag, stringFlag } from "./flags.js";
+import type { CommandIo } from "./io.js";
+import { loadCommandModel } from "./engineSetup.js";
+import { MODEL_FLAGS, MODEL_FLAGS_HELP, readModelFlags } from "./modelFlags.js";
+
+export const EVAL_HELP = `usage: halo eval [--model F] --predictor P --corpus T [--tokens N] [--window L] [--fractions 5,10,20,30,50]
+                [--seed S] [--json F] [--plot F.svg]
+
+Drops each token's lowest-scored neuron groups of every layer phase and measures what it costs:
+perplexity and greedy top-1 agreement with the dense model, for groups chosen by the predictor,
+by their true contribution (oracle), by the calibration's static average, and at random.
+      --predictor P      the predictor file (halo calibrate)
+      --corpus T         UTF-8 text to evaluate on (held out from calibration)
+      --tokens N         tokens of the corpus to use (default 2048)
+      --window L         tokens per window (default 128)
+      --fractions LIST   percentages of groups to drop (default 5,10,20,30,50)
+      --seed S           seed of the random policy (default 1)
+      --json F           write the results as JSON
+      --plot F           write perplexity against drop fraction as SVG
+${MODEL_FLAGS_HELP}`;
+
+export const DROP_POLICIES = ["predictor", "oracle", "static", "random"] as const;
+export type DropPolicy = (typeof DROP_POLICIES)[number];
+
+export interface FidelityPoint {
+  policy: DropPolicy | "dense";
+  dropPercent: number;
+  perplexity: number;
+  top1Agreement: number;
+}
+
+export interface FidelityReport {
+  nTokens: number;
+  window: number;
+  points: FidelityPoint[];
+  /** Predictor against the true norms, over every token and phase: recall of the true top quarter, and rank correlation. */
+  recallAtQuarter: number;
+  spearman: number;
+}
+
+/** Scores one token's groups (higher = keep) into `out`. */
+type Scorer = (o: GroupObservation, t: number, out: Float64Array) => void;
+
+async function scoreRun(model: LoadedModel, kernels: MatrixKernels, tokens: readonly number[], window: number, dropFraction: number, scorer: Scorer | undefined, onPhase?: (o: GroupObservation) => void): Promise<{ nll: number; argmaxes: number[] }> {
+  const { config } = model;
+  const scores = new Float64Array(Math.max(config.nHeads, Math.ceil(config.hiddenDim / 8)));
+  const choose = scorer === undefined ? undefined : (o: GroupObservation, keep: Uint8Array): void => {
+    const nDrop = Math.round(dropFraction * o.nGroups);
+    if (nDrop === 0) return;
+    for (let t = 0; t < o.nTokens; t++) {
+      scorer(o, t, scores);
+      // The nDrop lowest: the complement of the top (nGroups − nDrop).
+      const kept = new Set(topK(scores, 0, o.nGroups, o.nGroups - nDrop));
+      for (let g = 0; g < o.nGroups; g++) if (!kept.has(g)) keep[t * o.nGroups + g] = 0;
+    }
+  };
+  const layout = createGroupLayout(config);
+  const probe = new GroupProbe({ config, weights: model.weights, kernels, layout, contextLength: window, maxBatch: Math.min(window, 64), onPhase, choose });
+  const engine = new Engine(config, model.weights, { kernels, contextLength: window, maxBatch: Math.min(window, 64), synchronizer: probe });
+  const vocabSize = config.vocabSize;
+  let nll = 0;
+  const argmaxes: number[] = [];
+  for (let w = 0; w + window <= tokens.length; w += window) {
+    const targets = tokens.slice(w, w + window);
+    await engine.evaluate([model.tokenizer.bosId, ...targets.slice(0, -1)], 0, "all", (logits, batchStart, nTokens) => {
+      for (let t = 0; t < nTokens; t++) {
+        const row = logits.subarray(t * vocabSize, (t + 1) * vocabSize);
+        let max = -Infinity;
+        for (let i = 0; i < vocabSize; i++) if (row[i]! > max) max = row[i]!;
+        let sum = 0;
+        for (let i = 0; i < vocabSize; i++) sum += Math.exp(row[i]! - max);
+        nll += Math.log(sum) + max - row[targets[batchStart + t]!]!;
+        argmaxes.push(argmax(row));
+      }
+    });
+  }
+  return { nll: nll / argmaxes.length, argmaxes };
+}
+
+export async function evaluateFidelity(model: LoadedModel, kernels: MatrixKernels, predictor: GroupPredictor, tokens: readonly number[], options: { window: number; dropPercents: readonly number[]; seed: number }): Promise<FidelityReport> {
+  const { window } = options;
+  if (tokens.length < window) throw new UsageError(`the corpus has ${tokens.length} tokens, fewer than one window of ${window}`);
+  const dim = model.config.dim;
+  let recall = 0;
+  let rho = 0;
+  let nSamples = 0;
+  const predicted = new Float64Array(4096);
+  const dense = await scoreRun(model, kernels, tokens, window, 0, undefined, (o) => {
+    for (let t = 0; t < o.nTokens; t++) {
+      predictImportance(predictor, o.layerIndex, o.phase, o.input, t * dim, predicted);
+      recall += recallAtK(predicted, 0, o.norms, t * o.nGroups, o.nGroups, Math.max(1, Math.round(o.nGroups / 4)));
+      if (o.nGroups > 2) rho += spearman(predicted, 0, o.norms, t * o.nGroups, o.nGroups);
+      nSamples++;
+    }
+  });
+  const points: FidelityPoint[] = [{ policy: "dense", dropPercent: 0, perplexity: Math.exp(dense.nll), top1Agreement: 1 }];
+  const random = new SeededRandom(options.seed);
+  const scorers: Record<DropPolicy, Scorer> = {
+    predictor: (o, t, out) => predictImportance(predictor, o.layerIndex, o.phase, o.input, t * dim, out),
+    oracle: (o, t, out) => {
+      for (let g = 0; g < o.nGroups; g++) out[g] = o.norms[t * o.nGroups + g]!;
+    },
+    static: (o, _t, out) => out.set(predictor.maps[o.phase][o.layerIndex]!.mean),
+    random: (o, _t, out) => {
+      for (let g = 0; g < o.nGroups; g++) out[g] = random.nextFloat();
+    },
+  };
+  for (const dropPercent of options.dropPercents) {
+    for (const policy of DROP_POLICIES) {
+      const run = await scoreRun(model, kernels, tokens, window, dropPercent / 100, scorers[policy]);
+      const agree = run.argmaxes.filter((a, i) => a === dense.argmaxes[i]).length / run.argmaxes.length;
+      points.push({ policy, dropPercent, perplexity: Math.exp(run.nll), top1Agreement: agree });
+    }
+  }
+  return { nTokens: dense.argmaxes.length, window, points, recallAtQuarter: recall / nSamples, spearman: rho / nSamples };
+}
+
+/** Perplexity against drop fraction, one line per policy, as a self-contained SVG. */
+export function fidelityPlot(report: FidelityReport): string {
+  const width = 640;
+  const height = 400;
+  const margin = { left: 60, right: 130, top: 20, bottom: 45 };
+  const dense = report.points.find((p) => p.policy === "dense")!;
+  const points = report.points.filter((p) => p.policy !== "dense");
+  const maxX = Math.max(...points.map((p) => p.dropPercent));
+  const maxY = Math.max(...points.map((p) => p.perplexity));
+  const x = (v: number): number => margin.left + (v / maxX) * (width - margin.left - margin.right);
+  const y = (v: number): number => height - margin.bottom - ((v - dense.perplexity * 0.95) / (maxY - dense.perplexity * 0.95)) * (height - margin.top - margin.bottom);
+  const colours: Record<DropPolicy, string> = { predictor: "#1f77b4", oracle: "#2ca02c", static: "#ff7f0e", random: "#d62728" };
+  const lines = DROP_POLICIES.map((policy, i) => {
+    const series = [dense, ...points.filter((p) => p.policy === policy)];
+    const path = series.map((p, j) => `${j === 0 ? "M" : "L"}${x(p.dropPercent).toFixed(1)},${y(p.perplexity).toFixed(1)}`).join(" ");
+    return `<path d="${path}" fill="none" stroke="${colours[policy]}" stroke-width="2"/>` +
+      `<text x="${width - margin.right + 10}" y="${margin.top + 20 * i + 10}" fill="${colours[policy]}" font-size="13">${policy}</text>`;
+  }).join("\n");
+  const ticks = [...new Set(points.map((p) => p.dropPercent))].map((v) => `<text x="${x(v).toFixed(1)}" y="${height - margin.bottom + 18}" font-size="12" text-anchor="middle">${v}%</text>`).join("");
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif">
+<rect width="100%" height="100%" fill="white"/>
+<line x1="${margin.left}" y1="${height - margin.bottom}" x2="${width - margin.right}" y2="${height - margin.bottom}" stroke="black"/>
+<line x1="${margin.left}" y1="${margin.top}" x2="${margin.left}" y2="${height - margin.bottom}" stroke="black"/>
+<text x="${margin.left - 8}" y="${y(dense.perplexity).toFixed(1)}" font-size="12" text-anchor="end">${dense.perplexity.toFixed(2)}</text>
+<text x="${margin.left - 8}" y="${y(maxY).toFixed(1)}" font-size="12" text-anchor="end">${maxY.toFixed(2)}</text>
+${ticks}
+<text x="${(width - margin.right + margin.left) / 2}" y="${height - 8}" font-size="13" text-anchor="middle">groups dropped per token and layer phase</text>
+<text x="14" y="${height / 2}" font-size="13" transform="rotate(-90 14 ${height / 2})" text-anchor="middle">perplexity</text>
+${lines}
+</svg>
+`;
+}
+
+export async function evalCommand(argv: readonly string[], io: CommandIo): Promise<number> {
+  const flags = parseFlags(argv, {
+    ...MODEL_FLAGS, predictor: { type: "string" }, corpus: { type: "string" }, tokens: { type: "string" }, window: { type: "string" },
+    fractions: { type: "string" }, seed: { type: "string" }, json: { type: "string" }, plot: { type: "string" },
+  });
+  if (booleanFlag(flags, "help")) {
+    io.stdout(EVAL_HELP + "\n");
+    return 0;
+  }
+  const modelFlags = readModelFlags(flags);
+  const predictorPath = requiredStringFlag(flags, "predictor");
+  const corpusPath = requiredStringFlag(flags, "corpus");
+  const maxTokens = integerFlag(flags, "tokens", 2, 1 << 30) ?? 2048;
+  const window = integerFlag(flags, "window", 2, 1 << 20) ?? 128;
+  const seed = integerFlag(flags, "seed", 0, 2 ** 32 - 1) ?? 1;
+  const fractionsText = stringFlag(flags, "fractions") ?? "5,10,20,30,50";
+  const dropPercents = fractionsText.split(",").map(Number);
+  if (dropPercents.some((p) => !(Number.isFinite(p) && p > 0 && p < 100))) throw new UsageError(`--fractions takes percentages between 0 and 100, got '${fractionsText}'`);
+  let text: string;
+  try {
+    text = readFileSync(corpusPath, "utf8");
+  } catch (error) {
+    throw new FileError(corpusPath, `cannot read: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { cause: error });
+  }
+  const { model, kernels } = await loadCommandModel(modelFlags);
+  try {
+    const predictor = await readPredictor(predictorPath, modelSha256(modelFlags.modelPath));
+    const tokens = model.tokenizer.encode(text, { addBos: false }).slice(0, maxTokens);
+    const report = await evaluateFidelity(model, kernels, predictor, tokens, { window, dropPercents, seed });
+    const dense = report.points[0]!;
+    const rows = report.points.slice(1).map((p) => `| ${p.dropPercent}% | ${p.policy} | ${p.perplexity.toFixed(4)} | ${(100 * (p.perplexity / dense.perplexity - 1)).toFixed(1)}% | ${(100 * p.top1Agreement).toFixed(1)}% |`);
+    io.stdout(`${report.nTokens} tokens in windows of ${window}; dense perplexity ${dense.perplexity.toFixed(4)}\n` +
+      `predictor vs true norms: recall of the top quarter ${report.recallAtQuarter.toFixed(3)}, Spearman ${report.spearman.toFixed(3)}\n\n` +
+      `| dropped | chosen by | perplexity | vs dense | top-1 agreement |\n| --- | --- | --- | --- | --- |\n${rows.join("\n")}\n`);
+    const jsonPath = stringFlag(flags, "json");
+    if (jsonPath !== undefined) writeFileSync(jsonPath, JSON.stringify({ model: modelFlags.modelPath, predictor: predictorPath, corpus: corpusPath, ...report }, null, 2) + "\n");
+    const plotPath = stringFlag(flags, "plot");
+    if (plotPath !== undefined) writeFileSync(plotPath, fidelityPlot(report));
+    return 0;
+  } finally {
+    model.file.close();
+  }
+}
