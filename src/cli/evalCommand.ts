@@ -6,15 +6,16 @@
  * and greedy top-1 agreement with the dense model, and the predictor's recall@k and Spearman
  * correlation against the true norms; writes JSON and an SVG plot.
  */
+import { randomBytes } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { FileError, SeededRandom, UsageError } from "../base/index.js";
-import { modelSha256 } from "../cluster/index.js";
+import { ClusterCoordinator, WorkerNode, modelSha256 } from "../cluster/index.js";
 import { Engine, GroupProbe, argmax, type GroupObservation } from "../engine/index.js";
 import type { MatrixKernels } from "../kernels/index.js";
 import type { LoadedModel } from "../model/index.js";
 import { createGroupLayout } from "../partition/index.js";
 import { predictImportance, readPredictor, recallAtK, spearman, topK, type GroupPredictor } from "../predictor/index.js";
-import { booleanFlag, integerFlag, parseFlags, requiredStringFlag, stringFlag } from "./flags.js";
+import { booleanFlag, integerFlag, numberFlag, parseFlags, requiredStringFlag, stringFlag } from "./flags.js";
 import type { CommandIo } from "./io.js";
 import { loadCommandModel } from "./engineSetup.js";
 import { MODEL_FLAGS, MODEL_FLAGS_HELP, readModelFlags } from "./modelFlags.js";
@@ -33,6 +34,9 @@ by their true contribution (oracle), by the calibration's static average, and at
       --seed S           seed of the random policy (default 1)
       --json F           write the results as JSON
       --plot F           write perplexity against drop fraction as SVG
+      --cluster N        also run the real relaxed protocol on N local devices, token by token, at
+      --loss PCT         this emulated loss (default 5): once protecting no contribution, once with
+                         the predictor's critical sets (--critical-fraction, default 0.25)
 ${MODEL_FLAGS_HELP}`;
 
 export const DROP_POLICIES = ["predictor", "oracle", "static", "random"] as const;
@@ -168,6 +172,7 @@ export async function evalCommand(argv: readonly string[], io: CommandIo): Promi
   const flags = parseFlags(argv, {
     ...MODEL_FLAGS, predictor: { type: "string" }, corpus: { type: "string" }, tokens: { type: "string" }, window: { type: "string" },
     fractions: { type: "string" }, seed: { type: "string" }, json: { type: "string" }, plot: { type: "string" },
+    cluster: { type: "string" }, loss: { type: "string" }, "critical-fraction": { type: "string" },
   });
   if (booleanFlag(flags, "help")) {
     io.stdout(EVAL_HELP + "\n");
@@ -194,16 +199,87 @@ export async function evalCommand(argv: readonly string[], io: CommandIo): Promi
     const tokens = model.tokenizer.encode(text, { addBos: false }).slice(0, maxTokens);
     const report = await evaluateFidelity(model, kernels, predictor, tokens, { window, dropPercents, seed });
     const dense = report.points[0]!;
+    const nDevices = integerFlag(flags, "cluster", 2, 64);
+    let cluster: ClusterFidelity[] | undefined;
+    if (nDevices !== undefined) {
+      const lossPercent = numberFlag(flags, "loss", 0, 100) ?? 5;
+      const denseArgmaxes = (await scoreRun(model, kernels, tokens, window, 0, undefined)).argmaxes;
+      const sha = modelSha256(modelFlags.modelPath);
+      const common = { window, nDevices, lossPercent, seed, denseArgmaxes, criticalFraction: numberFlag(flags, "critical-fraction", 0, 1) };
+      cluster = [
+        await clusterFidelity(model, sha, kernels, tokens, { ...common, predictor: undefined }),
+        await clusterFidelity(model, sha, kernels, tokens, { ...common, predictor }),
+      ];
+      io.stdout(`relaxed protocol, ${nDevices} devices, ${lossPercent}% emulated loss each way, token by token:\n` +
+        `| critical sets | perplexity | vs dense | top-1 agreement | contributions dropped | critical |\n| --- | --- | --- | --- | --- | --- |\n` +
+        cluster.map((c) => `| ${c.critical} | ${c.perplexity.toFixed(4)} | ${(100 * (c.perplexity / dense.perplexity - 1)).toFixed(1)}% | ${(100 * c.top1Agreement).toFixed(1)}% | ${c.droppedContributions}/${c.expectedContributions} | ${c.criticalContributions} |`).join("\n") + "\n\n");
+    }
     const rows = report.points.slice(1).map((p) => `| ${p.dropPercent}% | ${p.policy} | ${p.perplexity.toFixed(4)} | ${(100 * (p.perplexity / dense.perplexity - 1)).toFixed(1)}% | ${(100 * p.top1Agreement).toFixed(1)}% |`);
     io.stdout(`${report.nTokens} tokens in windows of ${window}; dense perplexity ${dense.perplexity.toFixed(4)}\n` +
       `predictor vs true norms: recall of the top quarter ${report.recallAtQuarter.toFixed(3)}, Spearman ${report.spearman.toFixed(3)}\n\n` +
       `| dropped | chosen by | perplexity | vs dense | top-1 agreement |\n| --- | --- | --- | --- | --- |\n${rows.join("\n")}\n`);
     const jsonPath = stringFlag(flags, "json");
-    if (jsonPath !== undefined) writeFileSync(jsonPath, JSON.stringify({ model: modelFlags.modelPath, predictor: predictorPath, corpus: corpusPath, ...report }, null, 2) + "\n");
+    if (jsonPath !== undefined) writeFileSync(jsonPath, JSON.stringify({ model: modelFlags.modelPath, predictor: predictorPath, corpus: corpusPath, ...report, cluster }, null, 2) + "\n");
     const plotPath = stringFlag(flags, "plot");
     if (plotPath !== undefined) writeFileSync(plotPath, fidelityPlot(report));
     return 0;
   } finally {
     model.file.close();
+  }
+}
+
+export interface ClusterFidelity {
+  critical: "none" | "predictor";
+  perplexity: number;
+  top1Agreement: number;
+  droppedContributions: number;
+  expectedContributions: number;
+  criticalContributions: number;
+}
+
+/**
+ * The real relaxed protocol at emulated loss: `nDevices` devices on loopback (workers in this
+ * process), every token fed as a decode step so each phase crosses the lossy data plane, scored
+ * against the dense model's targets and greedy choices.
+ */
+export async function clusterFidelity(
+  model: LoadedModel, sha256: string, kernels: MatrixKernels, tokens: readonly number[],
+  options: { window: number; nDevices: number; lossPercent: number; seed: number; predictor: GroupPredictor | undefined; criticalFraction?: number; denseArgmaxes: readonly number[] },
+): Promise<ClusterFidelity> {
+  const clusterKey = randomBytes(32);
+  const loss = { lossRatio: options.lossPercent / 100, delayMs: 0, jitterMs: 0, bandwidthMbit: 0 };
+  const workers = await Promise.all(Array.from({ length: options.nDevices - 1 }, (_, i) => WorkerNode.start({
+    model: { file: model.file, config: model.config, sha256 }, kernels, clusterKey, contextLength: options.window, linkProfile: loss, seed: options.seed * 1000 + i,
+  })));
+  const coordinator = await ClusterCoordinator.connect({
+    model, modelSha256: sha256, clusterKey, mode: "relaxed", seed: options.seed,
+    workers: workers.map((w) => ({ host: "127.0.0.1", port: w.tcpPort })),
+    linkProfiles: workers.map(() => loss), predictor: options.predictor, criticalFraction: options.criticalFraction,
+  });
+  try {
+    const engine = new Engine(model.config, model.weights, { kernels, contextLength: options.window, synchronizer: coordinator });
+    const vocabSize = model.config.vocabSize;
+    let nll = 0;
+    let agree = 0;
+    let n = 0;
+    for (let w = 0; w + options.window <= tokens.length; w += options.window) {
+      const targets = tokens.slice(w, w + options.window);
+      const inputs = [model.tokenizer.bosId, ...targets.slice(0, -1)];
+      for (let t = 0; t < inputs.length; t++) {
+        const logits = await engine.step(inputs[t]!, t);
+        let max = -Infinity;
+        for (let i = 0; i < vocabSize; i++) if (logits[i]! > max) max = logits[i]!;
+        let sum = 0;
+        for (let i = 0; i < vocabSize; i++) sum += Math.exp(logits[i]! - max);
+        nll += Math.log(sum) + max - logits[targets[t]!]!;
+        if (argmax(logits) === options.denseArgmaxes[n]) agree++;
+        n++;
+      }
+    }
+    const { droppedContributions, expectedContributions, criticalContributions } = coordinator.totals;
+    return { critical: options.predictor === undefined ? "none" : "predictor", perplexity: Math.exp(nll / n), top1Agreement: agree / n, droppedContributions, expectedContributions, criticalContributions };
+  } finally {
+    await coordinator.close();
+    for (const worker of workers) await worker.close();
   }
 }
