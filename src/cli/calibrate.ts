@@ -4,8 +4,7 @@
  * input, and fits one ridge map per layer phase from that input to the log-importance of every
  * group (predictor/). Writes the predictor file with the model's hash.
  */
-import { readFileSync } from "node:fs";
-import { FileError, HaloError, UsageError } from "../base/index.js";
+import { HaloError, UsageError } from "../base/index.js";
 import { modelSha256 } from "../cluster/index.js";
 import { Engine, GroupProbe, type GroupObservation } from "../engine/index.js";
 import type { MatrixKernels } from "../kernels/index.js";
@@ -14,6 +13,7 @@ import { createGroupLayout, groupCount, type GroupKind } from "../partition/inde
 import { RidgeAccumulator, writePredictor, type GroupPredictor } from "../predictor/index.js";
 import { booleanFlag, integerFlag, numberFlag, parseFlags, requiredStringFlag, stringFlag } from "./flags.js";
 import type { CommandIo } from "./io.js";
+import { readTextFile } from "./textFile.js";
 import { loadCommandModel } from "./engineSetup.js";
 import { MODEL_FLAGS, MODEL_FLAGS_HELP, readModelFlags } from "./modelFlags.js";
 
@@ -89,12 +89,7 @@ export async function calibrateCommand(argv: readonly string[], io: CommandIo): 
   const window = integerFlag(flags, "window", 2, 1 << 20) ?? 256;
   const lambda = numberFlag(flags, "lambda", 1e-12, 1e6) ?? 1e-3;
   if (stringFlag(flags, "out") === corpusPath) throw new UsageError("--out would overwrite the corpus");
-  let text: string;
-  try {
-    text = readFileSync(corpusPath, "utf8");
-  } catch (error) {
-    throw new FileError(corpusPath, `cannot read: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { cause: error });
-  }
+  const text = readTextFile(corpusPath);
   const { model, kernels } = await loadCommandModel(modelFlags);
   try {
     if (window > model.config.contextLength) throw new HaloError("HALO_ERR_CONTEXT", `window ${window} exceeds the model's context of ${model.config.contextLength}`);

@@ -7,8 +7,8 @@
  * correlation against the true norms; writes JSON and an SVG plot.
  */
 import { randomBytes } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
-import { FileError, SeededRandom, UsageError } from "../base/index.js";
+import { writeFileSync } from "node:fs";
+import { SeededRandom, UsageError } from "../base/index.js";
 import { ClusterCoordinator, WorkerNode, modelSha256 } from "../cluster/index.js";
 import { Engine, GroupProbe, argmax, type GroupObservation } from "../engine/index.js";
 import type { MatrixKernels } from "../kernels/index.js";
@@ -17,6 +17,7 @@ import { createGroupLayout } from "../partition/index.js";
 import { predictImportance, readPredictor, recallAtK, spearman, topK, type GroupPredictor } from "../predictor/index.js";
 import { booleanFlag, integerFlag, numberFlag, parseFlags, requiredStringFlag, stringFlag } from "./flags.js";
 import type { CommandIo } from "./io.js";
+import { readTextFile } from "./textFile.js";
 import { loadCommandModel } from "./engineSetup.js";
 import { MODEL_FLAGS, MODEL_FLAGS_HELP, readModelFlags } from "./modelFlags.js";
 
@@ -187,12 +188,7 @@ export async function evalCommand(argv: readonly string[], io: CommandIo): Promi
   const fractionsText = stringFlag(flags, "fractions") ?? "5,10,20,30,50";
   const dropPercents = fractionsText.split(",").map(Number);
   if (dropPercents.some((p) => !(Number.isFinite(p) && p > 0 && p < 100))) throw new UsageError(`--fractions takes percentages between 0 and 100, got '${fractionsText}'`);
-  let text: string;
-  try {
-    text = readFileSync(corpusPath, "utf8");
-  } catch (error) {
-    throw new FileError(corpusPath, `cannot read: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { cause: error });
-  }
+  const text = readTextFile(corpusPath);
   const { model, kernels } = await loadCommandModel(modelFlags);
   try {
     const predictor = await readPredictor(predictorPath, modelSha256(modelFlags.modelPath));

@@ -1,9 +1,9 @@
 /** `halo perplexity`: mean NLL and perplexity of a text file, by the golden-reference protocol. */
-import { readFileSync } from "node:fs";
-import { ContextOverflowError, FileError } from "../base/index.js";
+import { ContextOverflowError } from "../base/index.js";
 import { Engine, perplexity } from "../engine/index.js";
 import { booleanFlag, integerFlag, parseFlags, requiredStringFlag } from "./flags.js";
 import type { CommandIo } from "./io.js";
+import { readTextFile } from "./textFile.js";
 import { loadCommandModel } from "./engineSetup.js";
 import { MODEL_FLAGS, MODEL_FLAGS_HELP, readModelFlags } from "./modelFlags.js";
 
@@ -29,12 +29,7 @@ export async function perplexityCommand(argv: readonly string[], io: CommandIo):
   const textPath = requiredStringFlag(flags, "file");
   const window = integerFlag(flags, "window", 2, 1 << 20) ?? 256;
   const maxChars = integerFlag(flags, "max-chars", 0, Number.MAX_SAFE_INTEGER) ?? 100_000;
-  let text: string;
-  try {
-    text = readFileSync(textPath, "utf8");
-  } catch (error) {
-    throw new FileError(textPath, `cannot read: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { cause: error });
-  }
+  let text = readTextFile(textPath);
   if (maxChars > 0) text = text.slice(0, maxChars);
   const { model, kernels } = await loadCommandModel(modelFlags);
   if (window > model.config.contextLength) {
