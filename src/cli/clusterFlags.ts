@@ -2,6 +2,7 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { FileError, UsageError } from "../base/index.js";
+import { isLoopbackHost } from "../cluster/index.js";
 import { gilbertElliottForBursts, validateLinkProfile, type LinkProfile } from "../net/index.js";
 import { integerFlag, numberFlag, stringFlag, type FlagSpec, type ParsedFlags } from "./flags.js";
 
@@ -26,15 +27,11 @@ export const LINK_FLAGS_HELP = `      --loss PCT         emulated packet loss on
       --bandwidth MBIT   emulated link bandwidth, 0 = unlimited (default 0)
       --seed S           seed of the emulated loss and of sampling`;
 
-function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || host.startsWith("127.");
-}
-
 /** The cluster key: --cluster-key, else HALO_CLUSTER_KEY, else (loopback only) a development key. */
 export function readClusterKey(flags: ParsedFlags, hosts: readonly string[]): Buffer {
   const key = stringFlag(flags, "cluster-key") ?? process.env["HALO_CLUSTER_KEY"];
   if (key === undefined || key === "") {
-    if (hosts.every(isLoopback)) return Buffer.from(LOOPBACK_DEV_KEY);
+    if (hosts.every(isLoopbackHost)) return Buffer.from(LOOPBACK_DEV_KEY);
     throw new UsageError("--cluster-key (or HALO_CLUSTER_KEY) is required when a node is not on loopback");
   }
   if (Buffer.byteLength(key) < 16) throw new UsageError("--cluster-key must be at least 16 bytes");

@@ -64,7 +64,8 @@ type Scorer = (o: GroupObservation, t: number, out: Float64Array) => void;
 
 async function scoreRun(model: LoadedModel, kernels: MatrixKernels, tokens: readonly number[], window: number, dropFraction: number, scorer: Scorer | undefined, onPhase?: (o: GroupObservation) => void): Promise<{ nll: number; argmaxes: number[] }> {
   const { config } = model;
-  const scores = new Float64Array(Math.max(config.nHeads, Math.ceil(config.hiddenDim / 8)));
+  const layout = createGroupLayout(config);
+  const scores = new Float64Array(Math.max(layout.nAttentionGroups, layout.nFfnGroups));
   const choose = scorer === undefined ? undefined : (o: GroupObservation, keep: Uint8Array): void => {
     const nDrop = Math.round(dropFraction * o.nGroups);
     if (nDrop === 0) return;
@@ -75,7 +76,6 @@ async function scoreRun(model: LoadedModel, kernels: MatrixKernels, tokens: read
       for (let g = 0; g < o.nGroups; g++) if (!kept.has(g)) keep[t * o.nGroups + g] = 0;
     }
   };
-  const layout = createGroupLayout(config);
   const probe = new GroupProbe({ config, weights: model.weights, kernels, layout, contextLength: window, maxBatch: Math.min(window, 64), onPhase, choose });
   const engine = new Engine(config, model.weights, { kernels, contextLength: window, maxBatch: Math.min(window, 64), synchronizer: probe });
   const vocabSize = config.vocabSize;
@@ -105,7 +105,8 @@ export async function evaluateFidelity(model: LoadedModel, kernels: MatrixKernel
   let recall = 0;
   let rho = 0;
   let nSamples = 0;
-  const predicted = new Float64Array(4096);
+  const layout = createGroupLayout(model.config);
+  const predicted = new Float64Array(Math.max(layout.nAttentionGroups, layout.nFfnGroups));
   const dense = await scoreRun(model, kernels, tokens, window, 0, undefined, (o) => {
     for (let t = 0; t < o.nTokens; t++) {
       predictImportance(predictor, o.layerIndex, o.phase, o.input, t * dim, predicted);

@@ -183,6 +183,8 @@ export class ClusterCoordinator implements Synchronizer {
     this.coordinatorGroups = placement.layers.map((_, l) => ({ attention: groupsOfDevice(placement, l, "attention", 0), ffn: groupsOfDevice(placement, l, "ffn", 0) }));
     this.chunks = planChunks(config.dim, this.wire);
     this.encodedInput = new Uint8Array(wireByteLength(config.dim, this.wire));
+    // Who may send a partial sum for (layer, phase): looked up per datagram, so built once.
+    const contributors = placement.layers.map((l) => [new Set(l.attention), new Set(l.ffn)]);
     this.receiver = new DatagramReceiver({
       kind: "partial",
       sessionId,
@@ -192,7 +194,7 @@ export class ClusterCoordinator implements Synchronizer {
       nSenders: links.length + 1,
       format: this.wire,
       keys: (sender) => (sender >= 1 && sender <= links.length && links[sender - 1]!.state === "active" ? links[sender - 1]!.sessionKey : undefined),
-      mayContribute: (sender, layer, phase) => placement.layers[layer]![phase === 0 ? "attention" : "ffn"].includes(sender),
+      mayContribute: (sender, layer, phase) => contributors[layer]![phase]!.has(sender),
     });
     udp.on("message", (message: Buffer) => this.onDatagram(message));
     for (const link of links) void this.pump(link, link.connection);

@@ -5,6 +5,7 @@ export { modelSha256 } from "./modelIdentity.js";
 export { ClusterCoordinator } from "./clusterCoordinator.js";
 export type { ClusterOptions, PhaseStats, SyncMode } from "./clusterCoordinator.js";
 export type { DeadlineOptions } from "./phaseDeadline.js";
+export { isLoopbackHost } from "./workerLink.js";
 export type { WorkerAddress, WorkerLinkReport, WorkerLinkState } from "./workerLink.js";
 export { WorkerNode } from "./workerNode.js";
 export { DEVICE_PRESETS, DEVICE_PRESET_NAMES, slowdownFactors } from "./devicePresets.js";
