@@ -17,7 +17,7 @@ import { readTextFile } from "./textFile.js";
 import { loadCommandModel } from "./engineSetup.js";
 import { MODEL_FLAGS, MODEL_FLAGS_HELP, readModelFlags } from "./modelFlags.js";
 
-export const CALIBRATE_HELP = `usage: halo calibrate [--model F] --corpus T --out F.halo [--tokens N] [--window L] [--lambda X]
+export const CALIBRATE_HELP = `usage: halo calibrate [--model F] --corpus T --out F.halo [--tokens N] [--window L] [--lambda X] [--rank R]
 
 Fits the importance predictor: the model runs over the corpus (its first N tokens, in windows of
 L tokens from BOS), every neuron group's true contribution norm is recorded, and a ridge map per
@@ -28,6 +28,9 @@ the model's SHA-256; using it with another model is an error.
       --tokens N         corpus tokens to use (default 8192)
       --window L         tokens per window (default 256)
       --lambda X         ridge penalty per sample (default 0.001)
+      --rank R           keep each map to its R strongest output directions (reduced-rank
+                         regression): R·(dim + groups) multiply-adds per prediction instead of
+                         dim·groups; default full rank
 ${MODEL_FLAGS_HELP}`;
 
 /** log(norm + floor): a group that contributed nothing still has a finite target. */
@@ -37,6 +40,8 @@ export interface CalibrationOptions {
   kernels: MatrixKernels;
   window: number;
   lambda: number;
+  /** Reduced rank of every map; full when absent. */
+  rank?: number;
   ffnBlockSize?: number;
   onWindow?: (done: number, total: number) => void;
 }
@@ -72,12 +77,12 @@ export async function calibratePredictor(model: LoadedModel, sha256: string, tok
     nLayers: config.nLayers,
     inputDim: config.dim,
     ffnBlockSize: layout.ffnBlockSize,
-    maps: { attention: accumulators.attention.map((a) => a.solve(options.lambda)), ffn: accumulators.ffn.map((a) => a.solve(options.lambda)) },
+    maps: { attention: accumulators.attention.map((a) => a.solve(options.lambda, options.rank)), ffn: accumulators.ffn.map((a) => a.solve(options.lambda, options.rank)) },
   };
 }
 
 export async function calibrateCommand(argv: readonly string[], io: CommandIo): Promise<number> {
-  const flags = parseFlags(argv, { ...MODEL_FLAGS, corpus: { type: "string" }, out: { type: "string", short: "o" }, tokens: { type: "string" }, window: { type: "string" }, lambda: { type: "string" } });
+  const flags = parseFlags(argv, { ...MODEL_FLAGS, corpus: { type: "string" }, out: { type: "string", short: "o" }, tokens: { type: "string" }, window: { type: "string" }, lambda: { type: "string" }, rank: { type: "string" } });
   if (booleanFlag(flags, "help")) {
     io.stdout(CALIBRATE_HELP + "\n");
     return 0;
@@ -88,6 +93,7 @@ export async function calibrateCommand(argv: readonly string[], io: CommandIo): 
   const maxTokens = integerFlag(flags, "tokens", 2, 1 << 30) ?? 8192;
   const window = integerFlag(flags, "window", 2, 1 << 20) ?? 256;
   const lambda = numberFlag(flags, "lambda", 1e-12, 1e6) ?? 1e-3;
+  const rank = integerFlag(flags, "rank", 1, 1 << 20);
   if (stringFlag(flags, "out") === corpusPath) throw new UsageError("--out would overwrite the corpus");
   const text = readTextFile(corpusPath);
   const { model, kernels } = await loadCommandModel(modelFlags);
@@ -96,7 +102,7 @@ export async function calibrateCommand(argv: readonly string[], io: CommandIo): 
     const tokens = model.tokenizer.encode(text, { addBos: false }).slice(0, maxTokens);
     const started = performance.now();
     const predictor = await calibratePredictor(model, modelSha256(modelFlags.modelPath), tokens, {
-      kernels, window, lambda,
+      kernels, window, lambda, ...(rank === undefined ? {} : { rank }),
       onWindow: (done, total) => io.stderr(`\rhalo calibrate: window ${done}/${total}${done === total ? "\n" : ""}`),
     });
     const bytes = writePredictor(outPath, predictor);

@@ -8,7 +8,9 @@
  *   halo.predictor.model_sha256  string  the model file's SHA-256, lowercase hex
  *   halo.predictor.input         string  "normed-input" (what the maps read)
  *   halo.predictor.n_layers, .input_dim, .ffn_block_size  uint32
+ *   halo.predictor.rank          uint32  0 for full maps, else R: each map is stored as two factors
  *   blk.{l}.{attn,ffn}_pred.weight  F32 (ne = [nGroups, dim]),  .bias and .mean  F32 (ne = [nGroups])
+ *     or, with a rank R:  .down  F32 (ne = [R, dim])  and  .up  F32 (ne = [nGroups, R])
  * (.mean: the calibration's average log-importance per group, the static fallback)
  */
 import { PredictorFileError, describeError } from "../base/index.js";
@@ -40,14 +42,24 @@ function f32Bytes(values: Float64Array): Uint8Array {
   return new Uint8Array(f32.buffer, f32.byteOffset, f32.byteLength);
 }
 
+/** The rank of the predictor's maps, 0 when they are full. */
+export function predictorRank(predictor: GroupPredictor): number {
+  return predictor.maps.attention[0]?.factors?.rank ?? predictor.maps.ffn[0]?.factors?.rank ?? 0;
+}
+
 export function writePredictor(path: string, predictor: GroupPredictor): number {
   const tensors = [];
   for (let l = 0; l < predictor.nLayers; l++) {
     for (const phase of ["attention", "ffn"] as const) {
       const map = predictor.maps[phase][l]!;
-      tensors.push({ name: `blk.${l}.${PHASE_TENSOR[phase]}.weight`, typeId: GGML_TYPE_ID.F32, shape: [map.nOutputs, map.nInputs], data: f32Bytes(map.weights) });
-      tensors.push({ name: `blk.${l}.${PHASE_TENSOR[phase]}.bias`, typeId: GGML_TYPE_ID.F32, shape: [map.nOutputs], data: f32Bytes(map.bias) });
-      tensors.push({ name: `blk.${l}.${PHASE_TENSOR[phase]}.mean`, typeId: GGML_TYPE_ID.F32, shape: [map.nOutputs], data: f32Bytes(map.mean) });
+      const name = `blk.${l}.${PHASE_TENSOR[phase]}`;
+      if (map.factors === undefined) tensors.push({ name: `${name}.weight`, typeId: GGML_TYPE_ID.F32, shape: [map.nOutputs, map.nInputs], data: f32Bytes(map.weights) });
+      else {
+        tensors.push({ name: `${name}.down`, typeId: GGML_TYPE_ID.F32, shape: [map.factors.rank, map.nInputs], data: f32Bytes(map.factors.down) });
+        tensors.push({ name: `${name}.up`, typeId: GGML_TYPE_ID.F32, shape: [map.nOutputs, map.factors.rank], data: f32Bytes(map.factors.up) });
+      }
+      tensors.push({ name: `${name}.bias`, typeId: GGML_TYPE_ID.F32, shape: [map.nOutputs], data: f32Bytes(map.bias) });
+      tensors.push({ name: `${name}.mean`, typeId: GGML_TYPE_ID.F32, shape: [map.nOutputs], data: f32Bytes(map.mean) });
     }
   }
   return writeGguf(path, {
@@ -59,9 +71,22 @@ export function writePredictor(path: string, predictor: GroupPredictor): number 
       ["halo.predictor.n_layers", { type: GgufValueType.UINT32, value: predictor.nLayers }],
       ["halo.predictor.input_dim", { type: GgufValueType.UINT32, value: predictor.inputDim }],
       ["halo.predictor.ffn_block_size", { type: GgufValueType.UINT32, value: predictor.ffnBlockSize }],
+      ["halo.predictor.rank", { type: GgufValueType.UINT32, value: predictorRank(predictor) }],
     ],
     tensors,
   });
+}
+
+/** (d, g) = down (d, r) · up (r, g) */
+function productOf(down: Float64Array, up: Float64Array, d: number, r: number, g: number): Float64Array {
+  const out = new Float64Array(d * g);
+  for (let i = 0; i < d; i++) {
+    for (let k = 0; k < r; k++) {
+      const dik = down[i * r + k]!;
+      for (let c = 0; c < g; c++) out[i * g + c] = out[i * g + c]! + dik * up[k * g + c]!;
+    }
+  }
+  return out;
 }
 
 /**
@@ -104,14 +129,23 @@ export async function readPredictor(path: string, expectedModelSha256: string): 
       }
       return out;
     };
+    const rank = meta.integer("halo.predictor.rank") ?? 0;
+    if (!(rank >= 0 && rank <= inputDim)) fail(`bad rank ${rank} for input ${inputDim}`);
     const maps: Record<GroupKind, LinearMap[]> = { attention: [], ffn: [] };
     for (let l = 0; l < nLayers; l++) {
       for (const phase of ["attention", "ffn"] as const) {
         const name = `blk.${l}.${PHASE_TENSOR[phase]}`;
-        const info = file.tensor(`${name}.weight`) ?? fail(`tensor ${name}.weight is missing`);
+        const info = file.tensor(`${name}.mean`) ?? fail(`tensor ${name}.mean is missing`);
         const nOutputs = info.shape[0] ?? 0;
-        if (!(nOutputs >= 1 && nOutputs <= 1 << 20)) fail(`tensor ${name}.weight has ${nOutputs} groups`);
-        maps[phase].push({ nInputs: inputDim, nOutputs, weights: readF32(`${name}.weight`, [nOutputs, inputDim]), bias: readF32(`${name}.bias`, [nOutputs]), mean: readF32(`${name}.mean`, [nOutputs]) });
+        if (!(nOutputs >= 1 && nOutputs <= 1 << 20)) fail(`tensor ${name}.mean has ${nOutputs} groups`);
+        const common = { nInputs: inputDim, nOutputs, bias: readF32(`${name}.bias`, [nOutputs]), mean: readF32(`${name}.mean`, [nOutputs]) };
+        if (rank === 0) {
+          maps[phase].push({ ...common, weights: readF32(`${name}.weight`, [nOutputs, inputDim]) });
+          continue;
+        }
+        const down = readF32(`${name}.down`, [rank, inputDim]);
+        const up = readF32(`${name}.up`, [nOutputs, rank]);
+        maps[phase].push({ ...common, weights: productOf(down, up, inputDim, rank, nOutputs), factors: { rank, down, up } });
       }
     }
     return { modelSha256, nLayers, inputDim, ffnBlockSize, maps };

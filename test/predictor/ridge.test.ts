@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { SeededRandom } from "../../src/base/index.js";
-import { RidgeAccumulator, applyLinearMap, recallAtK, spearman, topK } from "../../src/predictor/index.js";
+import { RidgeAccumulator, applyLinearMap, recallAtK, spearman, symmetricEigen, topK } from "../../src/predictor/index.js";
 
 function planted(seed: number, d: number, g: number, rank: number) {
   const random = new SeededRandom(seed);
@@ -83,4 +83,75 @@ test("metrics: top-k, recall@k and Spearman on hand-made cases; bad fits are ref
   bad.add([NaN], 0, [1], 0);
   bad.add([1], 0, [1], 0);
   assert.throws(() => bad.solve(1), /not positive definite/);
+});
+
+test("reduced rank: a planted rank-3 structure is kept at rank 3 (recall@3 ≥ 0.9), the factors multiply to the map, and applying them agrees", () => {
+  const d = 32;
+  const g = 12;
+  const { sample } = planted(5, d, g, 3);
+  const fit = new RidgeAccumulator(d, g);
+  const x = new Float64Array(d);
+  const y = new Float64Array(g);
+  for (let n = 0; n < 3000; n++) {
+    sample(x, y, 0.1);
+    fit.add(x, 0, y, 0);
+  }
+  const full = fit.solve(1e-3);
+  const low = fit.solve(1e-3, 3);
+  assert.equal(low.factors?.rank, 3);
+  assert.equal(low.factors!.down.length, d * 3);
+  assert.equal(low.factors!.up.length, 3 * g);
+  assert.equal(fit.solve(1e-3, g).factors, undefined, "a rank at the full size is the full map");
+  // The rows of `up` are orthonormal directions of the output space.
+  for (let r = 0; r < 3; r++) {
+    for (let q = 0; q < 3; q++) {
+      let dot = 0;
+      for (let k = 0; k < g; k++) dot += low.factors!.up[r * g + k]! * low.factors!.up[q * g + k]!;
+      assert.ok(Math.abs(dot - (r === q ? 1 : 0)) < 1e-9, `up rows ${r}·${q} = ${dot}`);
+    }
+  }
+  const viaFactors = new Float64Array(g);
+  const viaWeights = new Float64Array(g);
+  const viaFull = new Float64Array(g);
+  let recall = 0;
+  let maxGap = 0;
+  for (let n = 0; n < 300; n++) {
+    sample(x, y, 0.1);
+    applyLinearMap(low, x, 0, viaFactors);
+    applyLinearMap({ ...low, factors: undefined }, x, 0, viaWeights);
+    applyLinearMap(full, x, 0, viaFull);
+    for (let k = 0; k < g; k++) {
+      assert.ok(Math.abs(viaFactors[k]! - viaWeights[k]!) < 1e-9);
+      maxGap = Math.max(maxGap, Math.abs(viaFactors[k]! - viaFull[k]!));
+    }
+    recall += recallAtK(viaFactors, 0, y, 0, g, 3);
+  }
+  assert.ok(recall / 300 >= 0.9, `recall@3 ${recall / 300}`);
+  // A rank-3 truth loses little at rank 3; rank 1 must lose more.
+  assert.ok(maxGap < 0.5, `rank-3 map strays ${maxGap} from the full one`);
+  const one = fit.solve(1e-3, 1);
+  let gapOne = 0;
+  for (let n = 0; n < 100; n++) {
+    sample(x, y, 0);
+    applyLinearMap(one, x, 0, viaFactors);
+    applyLinearMap(full, x, 0, viaFull);
+    for (let k = 0; k < g; k++) gapOne = Math.max(gapOne, Math.abs(viaFactors[k]! - viaFull[k]!));
+  }
+  assert.ok(gapOne > 1, `rank 1 cannot hold a rank-3 map, yet strays only ${gapOne}`);
+  assert.throws(() => fit.solve(1e-3, 0), /predictor rank must be a positive integer, got 0/);
+  assert.throws(() => fit.solve(1e-3, 2.5), /predictor rank must be a positive integer, got 2.5/);
+});
+
+test("symmetricEigen: a known 3 × 3 spectrum, eigenvectors satisfying A·v = λ·v", () => {
+  // [[2,1,0],[1,2,0],[0,0,5]] has eigenvalues 1, 3 and 5.
+  const a = Float64Array.from([2, 1, 0, 1, 2, 0, 0, 0, 5]);
+  const { values, vectors } = symmetricEigen(a, 3);
+  assert.deepEqual([...values].map((v) => Math.round(v * 1e9) / 1e9).sort(), [1, 3, 5]);
+  for (let c = 0; c < 3; c++) {
+    for (let i = 0; i < 3; i++) {
+      let av = 0;
+      for (let k = 0; k < 3; k++) av += a[i * 3 + k]! * vectors[k * 3 + c]!;
+      assert.ok(Math.abs(av - values[c]! * vectors[i * 3 + c]!) < 1e-12);
+    }
+  }
 });
