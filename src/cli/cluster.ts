@@ -104,7 +104,7 @@ export async function clusterCommand(argv: readonly string[], io: CommandIo): Pr
       io.stderr(`halo cluster: devices ${presets.map((name, i) => `${i === 0 ? "coordinator" : `worker ${i}`} ${name} (${DEVICE_PRESETS[name].weightGBps.toFixed(1)} GB/s, compute ×${slowdowns![i]!.toFixed(2)})`).join(", ")}\n`);
     }
     return await executeGeneration(
-      { ...request, cluster: { workers: started.map((s) => ({ host: "127.0.0.1", port: s.port })), mode: request.mode, wire: request.wire, shares: request.shares, copies: request.copies, ffnBlockSize: request.ffnBlockSize, deadlines: request.deadlines, predictorPath: request.predictorPath, criticalFraction: request.criticalFraction, clusterKey: Buffer.from(LOOPBACK_DEV_KEY), linkProfiles, seed, computeSlowdown: slowdowns?.[0], devicePresets: presets, slowdowns } },
+      { ...request, cluster: { workers: started.map((s) => ({ host: "127.0.0.1", port: s.port })), mode: request.mode, wire: request.wire, shares: request.shares, copies: request.copies, ffnBlockSize: request.ffnBlockSize, deadlines: request.deadlines, clusterKey: Buffer.from(LOOPBACK_DEV_KEY), linkProfiles, seed, computeSlowdown: slowdowns?.[0], devicePresets: presets, slowdowns } },
       io,
     );
   } finally {

@@ -14,7 +14,7 @@ import { Engine, GroupProbe, argmax, type GroupObservation } from "../engine/ind
 import type { MatrixKernels } from "../kernels/index.js";
 import type { LoadedModel } from "../model/index.js";
 import { createGroupLayout } from "../partition/index.js";
-import { predictImportance, readPredictor, recallAtK, spearman, topK, type GroupPredictor } from "../predictor/index.js";
+import { ImportancePredictor, predictImportance, readPredictor, recallAtK, spearman, topK, type GroupPredictor } from "../predictor/index.js";
 import { booleanFlag, integerFlag, numberFlag, parseFlags, requiredStringFlag, stringFlag } from "./flags.js";
 import type { CommandIo } from "./io.js";
 import { readTextFile } from "./textFile.js";
@@ -37,7 +37,8 @@ by their true contribution (oracle), by the calibration's static average, and at
       --plot F           write perplexity against drop fraction as SVG
       --cluster N        also run the real relaxed protocol on N local devices, token by token, at
       --loss PCT         this emulated loss (default 5): once protecting no contribution, once with
-                         the predictor's critical sets (--critical-fraction, default 0.25)
+                         the predictor's critical sets (--critical-fraction, default 0.25);
+      --copies N         with every datagram sent N times (default 1)
 ${MODEL_FLAGS_HELP}`;
 
 export const DROP_POLICIES = ["predictor", "oracle", "static", "random"] as const;
@@ -174,7 +175,7 @@ export async function evalCommand(argv: readonly string[], io: CommandIo): Promi
   const flags = parseFlags(argv, {
     ...MODEL_FLAGS, predictor: { type: "string" }, corpus: { type: "string" }, tokens: { type: "string" }, window: { type: "string" },
     fractions: { type: "string" }, seed: { type: "string" }, json: { type: "string" }, plot: { type: "string" },
-    cluster: { type: "string" }, loss: { type: "string" }, "critical-fraction": { type: "string" },
+    cluster: { type: "string" }, loss: { type: "string" }, "critical-fraction": { type: "string" }, copies: { type: "string" },
   });
   if (booleanFlag(flags, "help")) {
     io.stdout(EVAL_HELP + "\n");
@@ -202,12 +203,12 @@ export async function evalCommand(argv: readonly string[], io: CommandIo): Promi
       const lossPercent = numberFlag(flags, "loss", 0, 100) ?? 5;
       const denseArgmaxes = (await scoreRun(model, kernels, tokens, window, 0, undefined)).argmaxes;
       const sha = modelSha256(modelFlags.modelPath);
-      const common = { window, nDevices, lossPercent, seed, denseArgmaxes, criticalFraction: numberFlag(flags, "critical-fraction", 0, 1) };
+      const common = { window, nDevices, lossPercent, seed, denseArgmaxes, criticalFraction: numberFlag(flags, "critical-fraction", 0, 1), copies: integerFlag(flags, "copies", 1, 4) };
       cluster = [
         await clusterFidelity(model, sha, kernels, tokens, { ...common, predictor: undefined }),
         await clusterFidelity(model, sha, kernels, tokens, { ...common, predictor }),
       ];
-      io.stdout(`relaxed protocol, ${nDevices} devices, ${lossPercent}% emulated loss each way, token by token:\n` +
+      io.stdout(`relaxed protocol, ${nDevices} devices, ${lossPercent}% emulated loss each way, ${common.copies ?? 1} cop${(common.copies ?? 1) === 1 ? "y" : "ies"} of each datagram, token by token:\n` +
         `| critical sets | perplexity | vs dense | top-1 agreement | contributions dropped | critical |\n| --- | --- | --- | --- | --- | --- |\n` +
         cluster.map((c) => `| ${c.critical} | ${c.perplexity.toFixed(4)} | ${(100 * (c.perplexity / dense.perplexity - 1)).toFixed(1)}% | ${(100 * c.top1Agreement).toFixed(1)}% | ${c.droppedContributions}/${c.expectedContributions} | ${c.criticalContributions} |`).join("\n") + "\n\n");
     }
@@ -241,7 +242,7 @@ export interface ClusterFidelity {
  */
 export async function clusterFidelity(
   model: LoadedModel, sha256: string, kernels: MatrixKernels, tokens: readonly number[],
-  options: { window: number; nDevices: number; lossPercent: number; seed: number; predictor: GroupPredictor | undefined; criticalFraction?: number; denseArgmaxes: readonly number[] },
+  options: { window: number; nDevices: number; lossPercent: number; seed: number; predictor: GroupPredictor | undefined; criticalFraction?: number; copies?: number; denseArgmaxes: readonly number[] },
 ): Promise<ClusterFidelity> {
   const clusterKey = randomBytes(32);
   const loss = { lossRatio: options.lossPercent / 100, delayMs: 0, jitterMs: 0, bandwidthMbit: 0 };
@@ -251,7 +252,7 @@ export async function clusterFidelity(
   const coordinator = await ClusterCoordinator.connect({
     model, modelSha256: sha256, clusterKey, mode: "relaxed", seed: options.seed,
     workers: workers.map((w) => ({ host: "127.0.0.1", port: w.tcpPort })),
-    linkProfiles: workers.map(() => loss), predictor: options.predictor, criticalFraction: options.criticalFraction,
+    linkProfiles: workers.map(() => loss), predictor: options.predictor === undefined ? undefined : new ImportancePredictor(options.predictor, kernels), criticalFraction: options.criticalFraction, copies: options.copies,
   });
   try {
     const engine = new Engine(model.config, model.weights, { kernels, contextLength: options.window, synchronizer: coordinator });

@@ -1,8 +1,9 @@
 /** `halo run`: generate text from a prompt, on this machine or with workers (--workers). */
 import { UsageError } from "../base/index.js";
 import { ClusterCoordinator, modelSha256, type DeadlineOptions, type SyncMode } from "../cluster/index.js";
-import { readPredictor } from "../predictor/index.js";
-import { Engine, Sampler, generate, type ResolvedSamplingOptions } from "../engine/index.js";
+import { Engine, LocalSynchronizer, Sampler, generate, type ResolvedSamplingOptions } from "../engine/index.js";
+import { createGroupLayout } from "../partition/index.js";
+import { GroupSkipper, ImportancePredictor, readPredictor } from "../predictor/index.js";
 import { WIRE_FORMAT_NAMES, type LinkProfile, type WireFormat } from "../net/index.js";
 import { booleanFlag, choiceFlag, integerFlag, numberFlag, parseFlags, stringFlag, type FlagSpec, type ParsedFlags } from "./flags.js";
 import { KEY_FLAGS, LINK_FLAGS, LINK_FLAGS_HELP, parseWorkerList, readClusterKey, readLinkProfile, readSeed } from "./clusterFlags.js";
@@ -24,7 +25,9 @@ export const GENERATION_FLAGS = {
   "ffn-block": { type: "string" },
   "deadline-min": { type: "string" },
   predictor: { type: "string" },
+  importance: { type: "string" },
   "critical-fraction": { type: "string" },
+  "skip-below": { type: "string" },
   "deadline-max": { type: "string" },
   ...KEY_FLAGS,
 } as const satisfies FlagSpec;
@@ -50,7 +53,11 @@ ${GENERATION_FLAGS_HELP}
       --predictor F      group-importance predictor (halo calibrate): the devices holding a token's most
                          important groups are waited for up to the hard deadline (default: none; no
                          contribution is critical)
+      --importance SRC   predictor (default: predicted per token from the phase's input) or static
+                         (the calibration's average per group from the same file: no per-token cost)
       --critical-fraction X  share of groups, by predicted importance, made critical (default 0.25)
+      --skip-below X     do not compute this device's groups whose predicted share of their phase's
+                         importance is below X (e.g. 0.02); needs --predictor. Workers compute all theirs.
       --deadline-min MS  relaxed mode: the shortest soft deadline per phase (default 5)
       --deadline-max MS  relaxed mode: the hard deadline per phase, for critical contributions (default 250)
       --cluster-key K    shared secret, at least 16 bytes (or HALO_CLUSTER_KEY); required off loopback
@@ -65,6 +72,7 @@ export interface GenerationRequest {
   maxTokens: number;
   ignoreEos: boolean;
   json: boolean;
+  importance: ImportanceRequest;
   cluster?: {
     workers: Array<{ host: string; port: number }>;
     mode: SyncMode;
@@ -72,8 +80,6 @@ export interface GenerationRequest {
     shares?: number[];
     copies?: number;
     ffnBlockSize?: number;
-    predictorPath?: string;
-    criticalFraction?: number;
     deadlines?: DeadlineOptions;
     /** halo cluster --devices: the coordinator's compute slowdown, and every device's preset and slowdown for the stats. */
     computeSlowdown?: number;
@@ -84,6 +90,35 @@ export interface GenerationRequest {
     linkProfiles?: LinkProfile[];
     seed?: number;
   };
+}
+
+/** Where group importance comes from, and what uses it. */
+export interface ImportanceRequest {
+  predictorPath?: string;
+  source: "predictor" | "static";
+  criticalFraction?: number;
+  skipBelow?: number;
+}
+
+function readImportance(flags: ParsedFlags): ImportanceRequest {
+  const predictorPath = stringFlag(flags, "predictor");
+  const source = choiceFlag(flags, "importance", ["predictor", "static"] as const);
+  const skipBelow = numberFlag(flags, "skip-below", 0, 0.999);
+  if (predictorPath === undefined && source !== undefined) throw new UsageError(`--importance ${source} reads the predictor file: give --predictor`);
+  if (predictorPath === undefined && skipBelow !== undefined) throw new UsageError("--skip-below needs --predictor: skipping is decided by predicted importance");
+  if (source === "static" && skipBelow !== undefined) throw new UsageError("--skip-below needs per-token predictions, not --importance static");
+  return { predictorPath, source: source ?? "predictor", criticalFraction: numberFlag(flags, "critical-fraction", 0, 1), skipBelow };
+}
+
+/** The line saying which importance is active, and for what. */
+function describeImportance(importance: ImportanceRequest, clustered: boolean): string {
+  if (importance.predictorPath === undefined) return `halo: importance uniform (no --predictor)${clustered ? ": no contribution is critical" : ""}\n`;
+  const uses = [
+    ...(clustered ? [`the top ${Math.round((importance.criticalFraction ?? 0.25) * 100)}% of groups make their devices critical`] : []),
+    ...(importance.skipBelow === undefined ? [] : [`groups under ${(importance.skipBelow * 100).toFixed(1)}% of their phase's predicted importance are skipped`]),
+  ];
+  const what = importance.source === "static" ? "static calibration averages" : "predicted per token from each phase's input";
+  return `halo: importance ${what} (${importance.predictorPath})${uses.length === 0 ? "" : `: ${uses.join("; ")}`}\n`;
 }
 
 /** --shares 1,2,1 → [1, 2, 1]: positive finite numbers, one per device. */
@@ -102,7 +137,7 @@ function readDeadlines(flags: ParsedFlags): DeadlineOptions {
   return { minMs, hardMs };
 }
 
-export function readGenerationFlags(flags: ParsedFlags): Omit<GenerationRequest, "cluster"> & { mode: SyncMode; wire: WireFormat; shares: number[] | undefined; copies: number | undefined; ffnBlockSize: number | undefined; deadlines: DeadlineOptions; predictorPath: string | undefined; criticalFraction: number | undefined } {
+export function readGenerationFlags(flags: ParsedFlags): Omit<GenerationRequest, "cluster"> & { mode: SyncMode; wire: WireFormat; shares: number[] | undefined; copies: number | undefined; ffnBlockSize: number | undefined; deadlines: DeadlineOptions } {
   return {
     modelFlags: readModelFlags(flags),
     sampling: readSamplingFlags(flags),
@@ -116,8 +151,7 @@ export function readGenerationFlags(flags: ParsedFlags): Omit<GenerationRequest,
     copies: integerFlag(flags, "copies", 1, 4),
     ffnBlockSize: integerFlag(flags, "ffn-block", 1, 1 << 16),
     deadlines: readDeadlines(flags),
-    predictorPath: stringFlag(flags, "predictor"),
-    criticalFraction: numberFlag(flags, "critical-fraction", 0, 1),
+    importance: readImportance(flags),
   };
 }
 
@@ -130,7 +164,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   const request = readGenerationFlags(flags);
   const workerList = stringFlag(flags, "workers");
   const workers = workerList === undefined ? undefined : parseWorkerList(workerList);
-  const cluster = workers === undefined ? undefined : { workers, mode: request.mode, wire: request.wire, shares: request.shares, copies: request.copies, ffnBlockSize: request.ffnBlockSize, deadlines: request.deadlines, predictorPath: request.predictorPath, criticalFraction: request.criticalFraction, clusterKey: readClusterKey(flags, workers.map((w) => w.host)), linkProfiles: workers.map(() => readLinkProfile(flags)), seed: readSeed(flags), computeSlowdown: numberFlag(flags, "slowdown", 1, 1000) };
+  const cluster = workers === undefined ? undefined : { workers, mode: request.mode, wire: request.wire, shares: request.shares, copies: request.copies, ffnBlockSize: request.ffnBlockSize, deadlines: request.deadlines, clusterKey: readClusterKey(flags, workers.map((w) => w.host)), linkProfiles: workers.map(() => readLinkProfile(flags)), seed: readSeed(flags), computeSlowdown: numberFlag(flags, "slowdown", 1, 1000) };
   return executeGeneration({ ...request, cluster }, io);
 }
 
@@ -145,17 +179,23 @@ function devicesApplied(cluster: NonNullable<GenerationRequest["cluster"]>): Arr
 export async function executeGeneration(request: GenerationRequest, io: CommandIo): Promise<number> {
   const { model, kernels } = await loadCommandModel(request.modelFlags);
   let coordinator: ClusterCoordinator | undefined;
+  let synchronizer: LocalSynchronizer | undefined;
   try {
+    const { importance } = request;
+    // Hashing a large model takes a while: only when a cluster or a predictor needs it.
+    const sha = request.cluster !== undefined || importance.predictorPath !== undefined ? modelSha256(request.modelFlags.modelPath) : "";
+    const predictor = importance.predictorPath === undefined ? undefined : new ImportancePredictor(await readPredictor(importance.predictorPath, sha), kernels);
+    let skipper: GroupSkipper | undefined;
     if (request.cluster !== undefined) {
       const c = request.cluster;
-      const sha = modelSha256(request.modelFlags.modelPath);
-      const predictor = c.predictorPath === undefined ? undefined : await readPredictor(c.predictorPath, sha);
 
       coordinator = await ClusterCoordinator.connect({
         model,
         modelSha256: sha,
         predictor,
-        criticalFraction: c.criticalFraction,
+        importance: importance.source,
+        criticalFraction: importance.criticalFraction,
+        skipBelow: importance.skipBelow,
         clusterKey: c.clusterKey,
         workers: c.workers,
         mode: c.mode,
@@ -169,12 +209,15 @@ export async function executeGeneration(request: GenerationRequest, io: CommandI
         seed: c.seed,
         log: (line) => io.stderr(line + "\n"),
       });
+      skipper = coordinator.skipper;
+    } else if (predictor !== undefined && importance.skipBelow !== undefined) {
+      const layout = createGroupLayout(model.config, predictor.predictor.ffnBlockSize);
+      const single = new GroupSkipper(predictor, layout, importance.skipBelow);
+      skipper = single;
+      synchronizer = new LocalSynchronizer(layout, (step, candidates) => single.select(step.layerIndex, step.phase, step.input, step.nTokens, candidates));
     }
-    if (request.cluster !== undefined) {
-      const c = request.cluster;
-      io.stderr(`halo: importance ${c.predictorPath === undefined ? "uniform (no --predictor): no contribution is critical" : `from ${c.predictorPath} (ridge on each phase's input): the top ${Math.round((c.criticalFraction ?? 0.25) * 100)}% of groups make their devices critical`}\n`);
-    }
-    const engine = new Engine(model.config, model.weights, { kernels, contextLength: request.modelFlags.contextLength, synchronizer: coordinator });
+    if (request.cluster !== undefined || importance.predictorPath !== undefined) io.stderr(describeImportance(importance, request.cluster !== undefined));
+    const engine = new Engine(model.config, model.weights, { kernels, contextLength: request.modelFlags.contextLength, synchronizer: coordinator ?? synchronizer });
     const sampler = new Sampler(model.config.vocabSize, request.sampling);
     const promptIds = model.tokenizer.encode(request.prompt, { addBos: true });
     const perToken: Array<{ ms: number; syncWaitMs: number; predictorMs: number; sentBytes: number; receivedBytes: number; droppedGroups: number; dropped: number; expected: number }> = [];
@@ -195,23 +238,25 @@ export async function executeGeneration(request: GenerationRequest, io: CommandI
         last = now;
         if (!request.json) {
           io.stderr(
-            `\n[token ${perToken.length}] ${token.ms.toFixed(1)} ms | compute ${(token.ms - token.syncWaitMs).toFixed(1)} ms${request.cluster?.predictorPath === undefined ? "" : ` (predict ${token.predictorMs.toFixed(2)} ms)`} | sync ${token.syncWaitMs.toFixed(1)} ms | ` +
+            `\n[token ${perToken.length}] ${token.ms.toFixed(1)} ms | compute ${(token.ms - token.syncWaitMs).toFixed(1)} ms${importance.predictorPath === undefined ? "" : ` (predict ${token.predictorMs.toFixed(2)} ms)`} | sync ${token.syncWaitMs.toFixed(1)} ms | ` +
               `sent ${(token.sentBytes / 1024).toFixed(1)} kB, received ${(token.receivedBytes / 1024).toFixed(1)} kB | dropped ${token.dropped}/${token.expected} contributions (${token.droppedGroups} groups)\n`,
           );
         }
       },
     });
     const t = result.timings;
+    const skipping = skipper === undefined ? undefined : { ...skipper.totals, threshold: skipper.threshold, skippedRatio: skipper.totals.considered === 0 ? 0 : skipper.totals.skipped / skipper.totals.considered };
     const clusterSummary = coordinator === undefined ? undefined : { devices: coordinator.nDevices, mode: request.cluster!.mode, wire: coordinator.wire, lostWorkers: coordinator.lostWorkers, totals: coordinator.totals, deadlines: coordinator.deadlines(), links: coordinator.linkStats(), presets: devicesApplied(request.cluster!) };
     if (request.json) {
-      io.stdout(JSON.stringify({ text: result.text, tokens: result.tokens, promptTokens: promptIds, stopReason: result.stopReason, seed: request.sampling.seed, kernels: kernels.name, timings: t, cluster: clusterSummary, perToken: clusterSummary === undefined ? undefined : perToken }) + "\n");
+      io.stdout(JSON.stringify({ text: result.text, tokens: result.tokens, promptTokens: promptIds, stopReason: result.stopReason, seed: request.sampling.seed, kernels: kernels.name, timings: t, skipping, cluster: clusterSummary, perToken: clusterSummary === undefined ? undefined : perToken }) + "\n");
     } else {
       io.stdout("\n");
       const applied = clusterSummary?.presets === undefined || request.cluster?.devicePresets === undefined ? "" : ` (${devicesApplied(request.cluster)!.map((d) => `${d.preset} ×${d.slowdown.toFixed(2)}`).join(", ")})`;
+      const skipLine = skipping === undefined ? "" : ` | skipped ${skipping.skipped}/${skipping.considered} local groups (${(100 * skipping.skippedRatio).toFixed(1)}%), predicting ${skipping.predictMs.toFixed(1)} ms`;
       const clusterLine = clusterSummary === undefined ? "" : ` | ${clusterSummary.devices} devices${applied}, ${clusterSummary.mode}, dropped ${clusterSummary.totals.droppedContributions}/${clusterSummary.totals.expectedContributions} contributions`;
       io.stderr(
         `halo: prompt ${t.promptTokens} tokens, ${t.promptTokensPerSecond.toFixed(1)} tok/s | decode ${t.generatedTokens} tokens, ` +
-          `${t.decodeTokensPerSecond.toFixed(1)} tok/s, ${t.msPerToken.toFixed(2)} ms/token | stop: ${result.stopReason} | kernels ${kernels.name}${clusterLine}\n`,
+          `${t.decodeTokensPerSecond.toFixed(1)} tok/s, ${t.msPerToken.toFixed(2)} ms/token | stop: ${result.stopReason} | kernels ${kernels.name}${clusterLine}${skipLine}\n`,
       );
     }
     return 0;

@@ -25,7 +25,7 @@ import {
 } from "../net/index.js";
 import { QUANT_TRAITS } from "../kernels/index.js";
 import { DEFAULT_FFN_BLOCK_SIZE, createGroupLayout, devicesInPhase, groupsOfDevice, proportionalPlacement, type GroupKind, type GroupLayout, type GroupRange, type Placement } from "../partition/index.js";
-import { predictImportance, topK, type GroupPredictor } from "../predictor/index.js";
+import { GroupSkipper, topK, type GroupPredictor, type ImportancePredictor } from "../predictor/index.js";
 import { MAX_NACK_TRIES, NackScheduler } from "./nackScheduler.js";
 import { PhaseDeadline, PhaseWait, type DeadlineOptions } from "./phaseDeadline.js";
 import { decodeVectors, encodeVectors } from "./wireVectors.js";
@@ -35,8 +35,6 @@ import {
 } from "./workerLink.js";
 
 export type SyncMode = "relaxed" | "strict";
-
-
 
 export interface ClusterOptions {
   model: LoadedModel;
@@ -64,9 +62,19 @@ export interface ClusterOptions {
    * holding the `criticalFraction` most important groups of a token are critical for it (relaxed
    * mode, one token at a time). Without it no contribution is critical unless isCritical says so.
    */
-  predictor?: GroupPredictor;
+  predictor?: ImportancePredictor;
   /** Share of a phase's groups, by predicted importance, whose devices are critical. Defaults to 0.25. */
   criticalFraction?: number;
+  /**
+   * Where importance comes from when a predictor is given: its per-token prediction (the
+   * default), or only the calibration's static average per group (no per-token cost).
+   */
+  importance?: "predictor" | "static";
+  /**
+   * Compute skipping on the coordinator: its own groups whose predicted share of the phase's
+   * importance is below this are not computed (needs the predictor). Workers compute all theirs.
+   */
+  skipBelow?: number;
   /** The emulated link for what is sent to each worker (halo cluster --local). */
   linkProfiles?: readonly LinkProfile[];
   /** Where shards for workers without the model file are cut and kept. Defaults to $XDG_CACHE_HOME/halo/shards or ~/.cache/halo/shards. */
@@ -109,11 +117,6 @@ export interface PhaseStats {
   criticalContributions: number;
 }
 
-
-
-
-
-
 const stepKey = (position: number, layer: number, phase: GroupKind): string => `${position}:${layer}:${phase}`;
 
 function checkPredictorFits(predictor: GroupPredictor, layout: GroupLayout, dim: number, nLayers: number): void {
@@ -121,8 +124,6 @@ function checkPredictorFits(predictor: GroupPredictor, layout: GroupLayout, dim:
     predictor.maps.attention.every((m) => m.nOutputs === layout.nAttentionGroups) && predictor.maps.ffn.every((m) => m.nOutputs === layout.nFfnGroups);
   if (!fits) throw new HaloError("HALO_ERR_USAGE", `the predictor was fitted for FFN blocks of ${predictor.ffnBlockSize} neurons and ${predictor.nLayers} layers; this cluster uses blocks of ${layout.ffnBlockSize} and ${nLayers} layers`);
 }
-
-
 
 export class ClusterCoordinator implements Synchronizer {
   readonly layout: GroupLayout;
@@ -136,6 +137,9 @@ export class ClusterCoordinator implements Synchronizer {
   private critical: number[] = [];
   /** (max groups of a phase) predicted log-importance of the current phase's groups. */
   private readonly scores: Float64Array;
+  /** Compute skipping of the coordinator's own groups (--skip-below), and this phase's choice. */
+  readonly skipper: GroupSkipper | undefined;
+  private selectedLocalGroups: GroupRange[] | undefined;
   private readonly clock: Clock;
   private readonly coordinatorGroups: Array<Record<GroupKind, GroupRange[]>>;
   private readonly chunks: DatagramChunk[];
@@ -178,6 +182,8 @@ export class ClusterCoordinator implements Synchronizer {
     this.deadline = new PhaseDeadline(options.deadlines);
     this.nacks = new NackScheduler(this.clock);
     this.scores = new Float64Array(Math.max(layout.nAttentionGroups, layout.nFfnGroups));
+    if (options.skipBelow !== undefined && options.predictor === undefined) throw new HaloError("HALO_ERR_USAGE", "--skip-below needs --predictor: skipping is decided by predicted importance");
+    this.skipper = options.skipBelow === undefined || options.predictor === undefined ? undefined : new GroupSkipper(options.predictor, layout, options.skipBelow, () => this.clock.now());
     this.epoch = epoch;
     const { config } = options.model;
     this.coordinatorGroups = placement.layers.map((_, l) => ({ attention: groupsOfDevice(placement, l, "attention", 0), ffn: groupsOfDevice(placement, l, "ffn", 0) }));
@@ -216,7 +222,7 @@ export class ClusterCoordinator implements Synchronizer {
     const blockSize = QUANT_TRAITS[ffnDown.type].blockSize;
     if (layout.ffnBlockSize % blockSize !== 0) throw new HaloError("HALO_ERR_USAGE", `FFN block of ${layout.ffnBlockSize} neurons is not a multiple of the ${ffnDown.type} block size ${blockSize}`);
     const placement = proportionalPlacement(layout, model.config.nLayers, shares);
-    if (options.predictor !== undefined) checkPredictorFits(options.predictor, layout, model.config.dim, model.config.nLayers);
+    if (options.predictor !== undefined) checkPredictorFits(options.predictor.predictor, layout, model.config.dim, model.config.nLayers);
     // Workers off loopback reach the coordinator at whatever address routes to it.
     const host = options.host ?? (options.workers.every((w) => isLoopbackHost(w.host)) ? "127.0.0.1" : "0.0.0.0");
     const udp = createSocket(host.includes(":") ? "udp6" : "udp4");
@@ -249,7 +255,6 @@ export class ClusterCoordinator implements Synchronizer {
     return new ClusterCoordinator(options, links, udp, ctx.sessionId, ctx.epoch, layout, placement);
   }
 
-
   get nDevices(): number {
     return this.links.length + 1;
   }
@@ -265,11 +270,12 @@ export class ClusterCoordinator implements Synchronizer {
   }
 
   localGroups(layerIndex: number, phase: GroupKind): readonly GroupRange[] {
-    return this.coordinatorGroups[layerIndex]![phase];
+    return this.selectedLocalGroups ?? this.coordinatorGroups[layerIndex]![phase];
   }
 
   beginPhase(step: PhaseStep): void {
     const { layerIndex, phase, positionStart, nTokens } = step;
+    this.selectedLocalGroups = this.skipper?.select(layerIndex, phase, step.input, nTokens, this.coordinatorGroups[layerIndex]![phase]);
     if (layerIndex === 0 && phase === "attention") {
       if (positionStart === 0 && this.lastPositionStart >= 0) this.startNewSequence();
       this.activateRejoined(positionStart);
@@ -384,7 +390,8 @@ export class ClusterCoordinator implements Synchronizer {
     if (predictor !== undefined) {
       const started = this.clock.now();
       const nGroups = this.placement.layers[layerIndex]![phase].length;
-      predictImportance(predictor, layerIndex, phase, step.input, 0, this.scores);
+      if (this.options.importance === "static") predictor.staticImportance(layerIndex, phase, this.scores);
+      else predictor.predict(layerIndex, phase, step.input, 0, this.scores);
       const nCritical = Math.ceil((this.options.criticalFraction ?? 0.25) * nGroups);
       const owners = this.placement.layers[layerIndex]![phase];
       for (const g of topK(this.scores, 0, nGroups, nCritical)) if (owners[g] !== 0 && devices.includes(owners[g]!)) critical.add(owners[g]!);

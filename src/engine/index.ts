@@ -6,7 +6,7 @@ export { attentionContribution, ffnContribution } from "./groupCompute.js";
 export type { GroupComputeContext, PhaseBatch } from "./groupCompute.js";
 export { KvCache } from "./kvCache.js";
 export { ForwardState } from "./state.js";
-export { LocalSynchronizer } from "./synchronizer.js";
+export { LocalSynchronizer, type GroupSelector } from "./synchronizer.js";
 export type { PhaseStep, Synchronizer } from "./synchronizer.js";
 export { DEFAULT_SAMPLING, Sampler, argmax, resolveSampling } from "./sampler.js";
 export type { ResolvedSamplingOptions, SamplingOptions } from "./sampler.js";

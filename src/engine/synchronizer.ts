@@ -30,15 +30,21 @@ export interface Synchronizer {
   endPhase(step: PhaseStep, partial: Float32Array): void | Promise<void>;
 }
 
-/** One device holding every group: nothing to exchange. */
+/** Of a phase's candidate groups, the ones to compute for this step (compute skipping). */
+export type GroupSelector = (step: PhaseStep, candidates: readonly GroupRange[]) => readonly GroupRange[];
+
+/** One device holding every group: nothing to exchange. A selector may leave some groups out. */
 export class LocalSynchronizer implements Synchronizer {
   private readonly groups: Record<GroupKind, readonly GroupRange[]>;
-  constructor(layout: GroupLayout) {
+  private selected: readonly GroupRange[] | undefined;
+  constructor(readonly layout: GroupLayout, private readonly select?: GroupSelector) {
     this.groups = { attention: allGroups(layout, "attention"), ffn: allGroups(layout, "ffn") };
   }
   localGroups(_layerIndex: number, phase: GroupKind): readonly GroupRange[] {
-    return this.groups[phase];
+    return this.selected ?? this.groups[phase];
   }
-  beginPhase(): void {}
+  beginPhase(step: PhaseStep): void {
+    this.selected = this.select?.(step, this.groups[step.phase]);
+  }
   endPhase(): void {}
 }

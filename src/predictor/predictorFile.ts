@@ -10,7 +10,7 @@
  *   halo.predictor.n_layers, .input_dim, .ffn_block_size  uint32
  *   halo.predictor.rank          uint32  0 for full maps, else R: each map is stored as two factors
  *   blk.{l}.{attn,ffn}_pred.weight  F32 (ne = [nGroups, dim]),  .bias and .mean  F32 (ne = [nGroups])
- *     or, with a rank R:  .down  F32 (ne = [R, dim])  and  .up  F32 (ne = [nGroups, R])
+ *     or, with a rank R below the group count:  .down  F32 (ne = [R, dim])  and  .up  F32 (ne = [nGroups, R])
  * (.mean: the calibration's average log-importance per group, the static fallback)
  */
 import { PredictorFileError, describeError } from "../base/index.js";
@@ -42,9 +42,10 @@ function f32Bytes(values: Float64Array): Uint8Array {
   return new Uint8Array(f32.buffer, f32.byteOffset, f32.byteLength);
 }
 
-/** The rank of the predictor's maps, 0 when they are full. */
+/** The rank of the predictor's reduced maps, 0 when every map is full (a map with fewer groups than the rank stays full). */
 export function predictorRank(predictor: GroupPredictor): number {
-  return predictor.maps.attention[0]?.factors?.rank ?? predictor.maps.ffn[0]?.factors?.rank ?? 0;
+  const ranks = [...predictor.maps.attention, ...predictor.maps.ffn].map((map) => map.factors?.rank ?? 0);
+  return Math.max(0, ...ranks);
 }
 
 export function writePredictor(path: string, predictor: GroupPredictor): number {
@@ -139,10 +140,12 @@ export async function readPredictor(path: string, expectedModelSha256: string): 
         const nOutputs = info.shape[0] ?? 0;
         if (!(nOutputs >= 1 && nOutputs <= 1 << 20)) fail(`tensor ${name}.mean has ${nOutputs} groups`);
         const common = { nInputs: inputDim, nOutputs, bias: readF32(`${name}.bias`, [nOutputs]), mean: readF32(`${name}.mean`, [nOutputs]) };
-        if (rank === 0) {
+        // A layer with fewer groups than the rank keeps its full map, so each map says which it is.
+        if (file.tensor(`${name}.down`) === undefined) {
           maps[phase].push({ ...common, weights: readF32(`${name}.weight`, [nOutputs, inputDim]) });
           continue;
         }
+        if (rank === 0) fail(`tensor ${name}.down in a full-rank predictor`);
         const down = readF32(`${name}.down`, [rank, inputDim]);
         const up = readF32(`${name}.up`, [nOutputs, rank]);
         maps[phase].push({ ...common, weights: productOf(down, up, inputDim, rank, nOutputs), factors: { rank, down, up } });

@@ -498,7 +498,33 @@ describe("halo calibrate", () => {
     const json = parseJsonLine<{ cluster: { totals: { criticalContributions: number; predictorMs: number; expectedContributions: number } } }>(clusterArgs, clusterRun);
     assert.ok(json.cluster.totals.criticalContributions > 0 && json.cluster.totals.criticalContributions < json.cluster.totals.expectedContributions, JSON.stringify(json.cluster.totals));
     assert.ok(json.cluster.totals.predictorMs > 0);
-    assert.match(clusterRun.stderr, /halo: importance from .*stories\.halo \(ridge on each phase's input\): the top 25% of groups make their devices critical/);
+    assert.match(clusterRun.stderr, /halo: importance predicted per token from each phase's input \(.*stories\.halo\): the top 25% of groups make their devices critical/);
+    // Static importance: the same file's calibration averages, no per-token prediction.
+    const staticArgs = ["cluster", "--local", "3", "--predictor", out, "--importance", "static", "--critical-fraction", "0.5", "--seed", "2", "--prompt", "Once", "-n", "4", "--json"];
+    const staticRun = await runHalo(staticArgs, { timeoutMs: 60_000 });
+    const staticJson = parseJsonLine<{ cluster: { totals: { criticalContributions: number } } }>(staticArgs, staticRun);
+    assert.ok(staticJson.cluster.totals.criticalContributions > 0);
+    assert.match(staticRun.stderr, /halo: importance static calibration averages \(.*stories\.halo\): the top 50% of groups make their devices critical/);
+    // Compute skipping on a single node: a share threshold skips some groups and says how many.
+    const skipArgs = ["run", "--predictor", out, "--skip-below", "0.1", "--prompt", "Once upon a time", "--temperature", "0", "-n", "16", "--json"];
+    const skipRun = await runHalo(skipArgs);
+    const skipJson = parseJsonLine<{ tokens: number[]; skipping: { threshold: number; considered: number; skipped: number; skippedRatio: number; predictMs: number } }>(skipArgs, skipRun);
+    // 16 forward passes (the prompt as one batch, then 15 decode steps), 5 layers, 4 attention and 6 FFN groups each.
+    assert.equal(skipJson.skipping.considered, 16 * 5 * 10);
+    assert.ok(skipJson.skipping.skipped > 0 && skipJson.skipping.skippedRatio < 0.5, JSON.stringify(skipJson.skipping));
+    assert.match(skipRun.stderr, /groups under 10\.0% of their phase's predicted importance are skipped/);
+    const noSkip = parseJsonLine<{ tokens: number[]; skipping: { skipped: number } }>(skipArgs, await runHalo(skipArgs.map((a) => (a === "0.1" ? "0" : a))));
+    assert.equal(noSkip.skipping.skipped, 0);
+    assert.deepEqual(noSkip.tokens, golden.greedy_prompt.generated_ids.slice(0, 16), "a zero threshold skips nothing and changes nothing");
+    for (const [flagArgs, message] of [
+      [["--skip-below", "0.1"], "--skip-below needs --predictor: skipping is decided by predicted importance"],
+      [["--importance", "static"], "--importance static reads the predictor file: give --predictor"],
+      [["--predictor", out, "--importance", "static", "--skip-below", "0.1"], "--skip-below needs per-token predictions, not --importance static"],
+      [["--predictor", out, "--skip-below", "1"], "--skip-below must be a number from 0 to 0.999, got '1'"],
+    ] as const) {
+      const bad = ["run", ...flagArgs, "-n", "1"];
+      assertErrorLine(bad, await runHalo(bad), { command: "run", exitCode: 2, code: "HALO_ERR_USAGE", message });
+    }
     const foreign = path.join(tmp.path, "foreign.halo");
     writeFileSync(foreign, readFileSync(out));
     const wrongModel = path.join(tmp.path, "copy-of-stories.gguf");
