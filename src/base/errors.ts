@@ -31,6 +31,7 @@ export const ERROR_CODES = {
   HALO_ERR_SHARD_TRANSFER: "A shard transfer failed: wrong hash or size, a chunk out of order or past the end, a refusal, or the connection was lost.",
   HALO_ERR_TESTBED: "A network-namespace testbed command (ip, nft, tc) failed, its tool is missing, or its output could not be read.",
   HALO_ERR_PREDICTOR: "A predictor file is malformed, of another version, or was fitted for another model.",
+  HALO_ERR_SCHEDULE: "The scheduler cannot place the model: its input is invalid, no device can compute a kind of group, or the memory budgets are too small.",
 } as const satisfies Record<`HALO_ERR_${string}`, string>;
 
 export type HaloErrorCode = keyof typeof ERROR_CODES;
@@ -322,6 +323,19 @@ export class PredictorFileError extends HaloError {
     super("HALO_ERR_PREDICTOR", `predictor ${path}: ${message}`, options);
     this.name = "PredictorFileError";
     this.path = path;
+  }
+}
+
+/** Why the scheduler refused to plan. */
+export type ScheduleFailure = "invalid-input" | "no-capable-device" | "insufficient-memory";
+
+/** The scheduler's input cannot be planned; `reason` says which check failed, the message names the figure or the shortfall. */
+export class ScheduleError extends HaloError {
+  readonly reason: ScheduleFailure;
+  constructor(reason: ScheduleFailure, message: string) {
+    super("HALO_ERR_SCHEDULE", message);
+    this.name = "ScheduleError";
+    this.reason = reason;
   }
 }
 

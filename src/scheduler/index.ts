@@ -1,1 +1,14 @@
 export { PERFECT_LINK, type ComputeSample, type DeviceProfile, type LinkSample } from "./deviceProfile.js";
+export { DEFAULT_CRITICAL_FRACTION, DEFAULT_LAMBDA_MS, validateScheduleInput } from "./scheduleInput.js";
+export type { LayerImportance, ScheduleInput, ScheduleOptions } from "./scheduleInput.js";
+export { scheduleHalo } from "./scheduleHalo.js";
+export type { GreedyDecision, ScheduleTrace, SearchStart } from "./scheduleHalo.js";
+export type { LocalSearchStep } from "./localSearch.js";
+export { evaluatePlacement } from "./evaluatePlacement.js";
+export type { DeviceLoad, LayerSchedule, ObjectiveTerms, PhaseDeadlines, PhaseEvaluation, Schedule } from "./evaluatePlacement.js";
+export type { DeviceArrival, PhaseTerms } from "./costModel.js";
+export { speedProportionalPlacement, uniformPlacement } from "./baselines.js";
+export { PLACEMENT_CHOICES, scheduleForChoice } from "./scheduleForChoice.js";
+export type { PlacementChoice } from "./scheduleForChoice.js";
+export { explainSchedule, formatExplanation } from "./explain.js";
+export type { DeviceExplanation, ScheduleExplanation } from "./explain.js";

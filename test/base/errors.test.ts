@@ -33,6 +33,7 @@ const instances: errors.HaloError[] = [
   new errors.ShardTransferError("hash-mismatch", "ab".repeat(32), "x"),
   new errors.TestbedError(["nft", "list", "ruleset"], "x"),
   new errors.PredictorFileError("/p", "x"),
+  new errors.ScheduleError("insufficient-memory", "x"),
 ];
 
 test("every error class carries a registered code and its own name", () => {

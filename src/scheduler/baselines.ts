@@ -1,0 +1,34 @@
+/**
+ * The placements halo is compared with, both contiguous per device like distributed-llama's split:
+ * - uniform: equal shares for every device able to hold the kind;
+ * - proportional: shares in proportion to each device's speed for the kind.
+ * They ignore memory and reliability by design; evaluatePlacement reports what that costs.
+ */
+import { proportionalSplit, type LayerPlacement, type Placement } from "../partition/index.js";
+import { CostModel, requireCapableDevices } from "./costModel.js";
+import { validateScheduleInput, type ScheduleInput } from "./scheduleInput.js";
+
+export type BaselineName = "uniform" | "proportional";
+
+/** A baseline placement for a validated model (the scheduler also starts a local search from it). */
+export function baselinePlacement(model: CostModel, name: BaselineName): Placement {
+  requireCapableDevices(model);
+  const [attention, ffn] = [0, 1].map((k) => {
+    const shares = model.devices.map((d) => (d.excluded[k] !== undefined ? 0 : name === "uniform" ? 1 : 1 / d.groupMs[k]!));
+    return proportionalSplit(model.nGroups[k]!, shares);
+  });
+  const layer: LayerPlacement = { attention: attention!, ffn: ffn! };
+  return { nDevices: model.nDevices, layers: Array.from({ length: model.nLayers }, () => layer) };
+}
+
+/** Equal shares, whatever the speeds, for every device that can compute and hold a group of the kind. */
+export function uniformPlacement(input: ScheduleInput): Placement {
+  validateScheduleInput(input);
+  return baselinePlacement(new CostModel(input), "uniform");
+}
+
+/** Shares in proportion to each device's speed (1 / ms per group) for each kind; devices that cannot hold a group get none. */
+export function speedProportionalPlacement(input: ScheduleInput): Placement {
+  validateScheduleInput(input);
+  return baselinePlacement(new CostModel(input), "proportional");
+}
