@@ -24,7 +24,7 @@ import {
   type ControlConnection, type ControlMessage, type DatagramChunk, type LinkProfile, type SyncPhaseId, type WireFormat,
 } from "../net/index.js";
 import { QUANT_TRAITS } from "../kernels/index.js";
-import { DEFAULT_FFN_BLOCK_SIZE, createGroupLayout, devicesInPhase, groupsOfDevice, proportionalPlacement, type GroupKind, type GroupLayout, type GroupRange, type Placement } from "../partition/index.js";
+import { DEFAULT_FFN_BLOCK_SIZE, createGroupLayout, devicesInPhase, groupsOfDevice, proportionalPlacement, validatePlacement, type GroupKind, type GroupLayout, type GroupRange, type Placement } from "../partition/index.js";
 import { GroupSkipper, topK, type GroupPredictor, type ImportancePredictor } from "../predictor/index.js";
 import { MAX_NACK_TRIES, NackScheduler } from "./nackScheduler.js";
 import { PhaseDeadline, PhaseWait, type DeadlineOptions } from "./phaseDeadline.js";
@@ -43,6 +43,17 @@ export interface ClusterOptions {
   workers: readonly WorkerAddress[];
   /** Share of each device, coordinator first (workers + 1 entries). Defaults to equal shares. */
   shares?: readonly number[];
+  /**
+   * Every group's device, instead of a split by shares: the scheduler's placement. Its critical
+   * sets and deadlines come with it in `schedule` when it has them.
+   */
+  placement?: Placement;
+  /**
+   * The scheduler's critical devices per layer phase, and deadline estimates that seed the learned
+   * soft deadline (so the first relaxed tokens need not wait the hard deadline for a lost packet).
+   * Per-token predictions (`predictor`) take precedence over the static critical sets.
+   */
+  schedule?: { critical: ReadonlyArray<Readonly<Record<GroupKind, readonly number[]>>>; softMs?: number };
   /** Neurons per FFN group. Defaults to DEFAULT_FFN_BLOCK_SIZE (32, one quantization block). */
   ffnBlockSize?: number;
   mode: SyncMode;
@@ -180,6 +191,7 @@ export class ClusterCoordinator implements Synchronizer {
     this.placement = placement;
     this.wire = options.wire ?? "q8_0";
     this.deadline = new PhaseDeadline(options.deadlines);
+    if (options.schedule?.softMs !== undefined) this.deadline.seed(options.schedule.softMs);
     this.nacks = new NackScheduler(this.clock);
     this.scores = new Float64Array(Math.max(layout.nAttentionGroups, layout.nFfnGroups));
     if (options.skipBelow !== undefined && options.predictor === undefined) throw new HaloError("HALO_ERR_USAGE", "--skip-below needs --predictor: skipping is decided by predicted importance");
@@ -221,7 +233,10 @@ export class ClusterCoordinator implements Synchronizer {
     const ffnDown = model.weights.layers[0]!.ffnDown;
     const blockSize = QUANT_TRAITS[ffnDown.type].blockSize;
     if (layout.ffnBlockSize % blockSize !== 0) throw new HaloError("HALO_ERR_USAGE", `FFN block of ${layout.ffnBlockSize} neurons is not a multiple of the ${ffnDown.type} block size ${blockSize}`);
-    const placement = proportionalPlacement(layout, model.config.nLayers, shares);
+    if (options.placement !== undefined && options.shares !== undefined) throw new HaloError("HALO_ERR_USAGE", "give device shares or a placement, not both");
+    const placement = options.placement ?? proportionalPlacement(layout, model.config.nLayers, shares);
+    if (options.placement !== undefined) validatePlacement(options.placement, layout, model.config.nLayers);
+    if (placement.nDevices !== nDevices) throw new HaloError("HALO_ERR_USAGE", `the placement is for ${placement.nDevices} devices; the cluster has ${nDevices}`);
     if (options.predictor !== undefined) checkPredictorFits(options.predictor.predictor, layout, model.config.dim, model.config.nLayers);
     // Workers off loopback reach the coordinator at whatever address routes to it.
     const host = options.host ?? (options.workers.every((w) => isLoopbackHost(w.host)) ? "127.0.0.1" : "0.0.0.0");
@@ -387,6 +402,8 @@ export class ClusterCoordinator implements Synchronizer {
     const critical = new Set<number>();
     if (this.options.isCritical !== undefined) for (const d of devices) if (this.options.isCritical(d, layerIndex, phase)) critical.add(d);
     const predictor = this.options.predictor;
+    const planned = this.options.schedule?.critical[layerIndex]?.[phase];
+    if (predictor === undefined && planned !== undefined) for (const d of planned) if (d !== 0 && devices.includes(d)) critical.add(d);
     if (predictor !== undefined) {
       const started = this.clock.now();
       const nGroups = this.placement.layers[layerIndex]![phase].length;

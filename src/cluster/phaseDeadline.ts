@@ -41,6 +41,17 @@ export class PhaseDeadline {
     this.silence.add(longestSilenceMs);
   }
 
+  /**
+   * An estimate of a phase's completion before any phase completed (the scheduler's, from the
+   * devices' profiles): one sample, so the first tokens get a deadline near it instead of hardMs.
+   * Silence between arrivals is seeded at the same value.
+   */
+  seed(completionMs: number): void {
+    if (!(completionMs >= 0 && Number.isFinite(completionMs)) || this.completion.meanMs !== undefined) return;
+    this.completion.add(completionMs);
+    this.silence.add(completionMs);
+  }
+
   /** The current soft deadline, from the phase's start. */
   softMs(): number {
     return this.bound(this.completion);
