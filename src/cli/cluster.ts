@@ -5,16 +5,17 @@ import { fileURLToPath } from "node:url";
 import { HaloError, UsageError } from "../base/index.js";
 import { booleanFlag, integerFlag, parseFlags, stringFlag, type ParsedFlags } from "./flags.js";
 import type { CommandIo } from "./io.js";
-import { DEVICE_PRESETS, DEVICE_PRESET_NAMES, slowdownFactors, type DevicePresetName } from "../cluster/index.js";
-import { LINK_FLAGS, LINK_FLAGS_HELP, LOOPBACK_DEV_KEY, linkProfileOf, linkSpecArgs, readLinkSpec, readLinksFile, readSeed, type LinkSpec } from "./clusterFlags.js";
+import { LINK_FLAGS, LINK_FLAGS_HELP, LOOPBACK_DEV_KEY, linkProfileOf, linkSpecArgs, readLinkSpec, readSeed } from "./clusterFlags.js";
+import { MAX_LOCAL_DEVICES, describeLocalDevices, localDevicesFromFlags, readClusterSpec, type LocalDevice } from "./clusterSpec.js";
 import { GENERATION_FLAGS, GENERATION_FLAGS_HELP, executeGeneration, readGenerationFlags } from "./run.js";
 
 export const CLUSTER_HELP = `usage: halo cluster --local N [--loss PCT] [--delay MS] [--jitter MS] [--bandwidth MBIT] [--links FILE] [--seed S]
-                   [--sync relaxed|strict] [every flag of halo run]
+                   [--devices LIST | --spec FILE] [--sync relaxed|strict] [every flag of halo run]
 
 Starts N−1 worker processes and this coordinator on loopback, each worker link emulated in
-userspace (seeded loss, delay, jitter, bandwidth), and generates like halo run.
-      --local N          devices, the coordinator included (1..64)
+userspace (seeded loss, delay, jitter, bandwidth), and generates like halo run. With --json the
+stats include every device's measured profile (cluster.profiles, coordinator first).
+      --local N          devices, the coordinator included (1..64; with --spec, its device count)
       --sync MODE        relaxed (UDP, deadlines; default) or strict (TCP, wait for all)
       --wire FORMAT      q8_0 (default), q4_0, f16 or f32: how hidden states and partial sums travel
       --shares LIST      relative compute share of each device, the coordinator first (default: equal)
@@ -29,6 +30,10 @@ ${LINK_FLAGS_HELP}
                          its worker link is the preset's (Wi-Fi for the boards, Ethernet otherwise)
       --links FILE       per-worker links: a JSON array, one {loss, lossBurst, delay, jitter, bandwidth}
                          per worker; fields left out take the flags' values
+      --spec FILE        every device at once, instead of --devices and --links: a JSON array, the
+                         coordinator first, of {name, preset, slowdown, memoryMB, loss, lossBurst,
+                         delay, jitter, bandwidth}, all optional (links on workers only). A field
+                         left out takes the preset's value, else the flags' (docs/cluster.md)
 ${GENERATION_FLAGS_HELP}`;
 
 const WORKER_START_TIMEOUT_MS = 60_000;
@@ -55,40 +60,33 @@ function startWorker(args: string[]): Promise<{ child: ChildProcess; port: numbe
   });
 }
 
-/** --devices pi4,pi4,pi5,pi5 → one preset per device, the coordinator first. */
-function readDevicePresets(flags: ParsedFlags, nDevices: number): DevicePresetName[] | undefined {
-  const value = stringFlag(flags, "devices");
-  if (value === undefined) return undefined;
-  const names = value.split(",").map((name) => name.trim());
-  for (const name of names) {
-    if (!(DEVICE_PRESET_NAMES as readonly string[]).includes(name)) throw new UsageError(`--devices: '${name}' is not one of ${DEVICE_PRESET_NAMES.join(", ")}`);
+/** Every device of the cluster, from --spec or from --local with --devices and --links. */
+function readLocalDevices(flags: ParsedFlags): LocalDevice[] {
+  const defaults = readLinkSpec(flags);
+  // A preset brings its typical link unless the flags say otherwise.
+  const explicitLink = ["delay", "jitter", "bandwidth"].some((name) => stringFlag(flags, name) !== undefined);
+  const specPath = stringFlag(flags, "spec");
+  const nDevices = integerFlag(flags, "local", 1, MAX_LOCAL_DEVICES);
+  if (specPath === undefined) {
+    if (nDevices === undefined) throw new UsageError("--local N is required (the number of devices on this machine)");
+    return localDevicesFromFlags(flags, nDevices, defaults, explicitLink);
   }
-  if (names.length !== nDevices) throw new UsageError(`--devices lists ${names.length} devices; --local ${nDevices} needs one per device, the coordinator first`);
-  return names as DevicePresetName[];
+  for (const other of ["devices", "links"]) {
+    if (stringFlag(flags, other) !== undefined) throw new UsageError(`--spec and --${other} conflict: the spec gives each device's ${other === "devices" ? "preset" : "link"}`);
+  }
+  const devices = readClusterSpec(specPath, defaults, explicitLink);
+  if (nDevices !== undefined && nDevices !== devices.length) throw new UsageError(`--spec ${specPath} describes ${devices.length} devices; --local ${nDevices} needs one per device, the coordinator first`);
+  return devices;
 }
 
 export async function clusterCommand(argv: readonly string[], io: CommandIo): Promise<number> {
-  const flags = parseFlags(argv, { ...GENERATION_FLAGS, ...LINK_FLAGS, local: { type: "string" }, links: { type: "string" }, devices: { type: "string" } });
+  const flags = parseFlags(argv, { ...GENERATION_FLAGS, ...LINK_FLAGS, local: { type: "string" }, links: { type: "string" }, devices: { type: "string" }, spec: { type: "string" } });
   if (booleanFlag(flags, "help")) {
     io.stdout(CLUSTER_HELP + "\n");
     return 0;
   }
-  const nDevices = integerFlag(flags, "local", 1, 64);
-  if (nDevices === undefined) throw new UsageError("--local N is required (the number of devices on this machine)");
+  const devices = readLocalDevices(flags);
   const request = readGenerationFlags(flags);
-  const presets = readDevicePresets(flags, nDevices);
-  const slowdowns = presets === undefined ? undefined : slowdownFactors(presets);
-  const defaultLink = readLinkSpec(flags);
-  const linksPath = stringFlag(flags, "links");
-  // A preset brings its typical link unless the flags or a --links file say otherwise.
-  const explicitLink = ["delay", "jitter", "bandwidth"].some((name) => stringFlag(flags, name) !== undefined);
-  const presetLink = (i: number): LinkSpec => {
-    if (presets === undefined || explicitLink) return defaultLink;
-    const link = DEVICE_PRESETS[presets[i + 1]!].link;
-    return { ...defaultLink, delay: link.delayMs, jitter: link.jitterMs, bandwidth: link.bandwidthMbit };
-  };
-  const links = linksPath === undefined ? Array.from({ length: nDevices - 1 }, (_, i) => presetLink(i)) : readLinksFile(linksPath, nDevices - 1, defaultLink);
-  const linkProfiles = links.map(linkProfileOf);
   const seed = readSeed(flags) ?? 1;
   const forwarded = ["--host", "127.0.0.1", "--port", "0", "--cluster-key", LOOPBACK_DEV_KEY, "--model", request.modelFlags.modelPath, "--threads", String(request.modelFlags.threads ?? 1)];
   if (request.modelFlags.contextLength !== undefined) forwarded.push("--ctx-size", String(request.modelFlags.contextLength));
@@ -98,15 +96,21 @@ export async function clusterCommand(argv: readonly string[], io: CommandIo): Pr
   };
   process.once("exit", stopChildren);
   try {
-    const started = await Promise.all(Array.from({ length: nDevices - 1 }, (_, i) => startWorker([...forwarded, ...linkSpecArgs(links[i]!), "--seed", String(seed * 1000 + i + 1), ...(slowdowns === undefined ? [] : ["--slowdown", String(slowdowns[i + 1])])])));
+    const started = await Promise.all(devices.slice(1).map((device, i) => {
+      const slowdown = device.slowdown === 1 ? [] : ["--slowdown", String(device.slowdown)];
+      return startWorker([...forwarded, ...linkSpecArgs(device.link!), "--seed", String(seed * 1000 + i + 1), ...slowdown]);
+    }));
     children.push(...started.map((s) => s.child));
-    if (presets !== undefined) {
-      io.stderr(`halo cluster: devices ${presets.map((name, i) => `${i === 0 ? "coordinator" : `worker ${i}`} ${name} (${DEVICE_PRESETS[name].weightGBps.toFixed(1)} GB/s, compute ×${slowdowns![i]!.toFixed(2)})`).join(", ")}\n`);
-    }
-    return await executeGeneration(
-      { ...request, cluster: { workers: started.map((s) => ({ host: "127.0.0.1", port: s.port })), mode: request.mode, wire: request.wire, shares: request.shares, copies: request.copies, ffnBlockSize: request.ffnBlockSize, deadlines: request.deadlines, clusterKey: Buffer.from(LOOPBACK_DEV_KEY), linkProfiles, seed, computeSlowdown: slowdowns?.[0], devicePresets: presets, slowdowns } },
-      io,
-    );
+    const described = stringFlag(flags, "spec") !== undefined || devices.some((d) => d.preset !== undefined);
+    if (described) io.stderr(`halo cluster: devices ${describeLocalDevices(devices)}\n`);
+    const cluster = {
+      workers: started.map((s) => ({ host: "127.0.0.1", port: s.port })), mode: request.mode, wire: request.wire, shares: request.shares, copies: request.copies, ffnBlockSize: request.ffnBlockSize,
+      deadlines: request.deadlines, clusterKey: Buffer.from(LOOPBACK_DEV_KEY),
+      linkProfiles: devices.slice(1).map((d) => linkProfileOf(d.link!)), seed, computeSlowdown: devices[0]!.slowdown,
+      devicePresets: described ? devices.map((d) => d.preset ?? null) : undefined, slowdowns: described ? devices.map((d) => d.slowdown) : undefined,
+      devices: devices.map((d) => ({ name: d.name, memoryBudgetBytes: d.memoryBudgetBytes })),
+    };
+    return await executeGeneration({ ...request, cluster }, io);
   } finally {
     stopChildren();
   }

@@ -11,6 +11,7 @@ import { doctorCommand, DOCTOR_HELP } from "./doctor.js";
 import { inspectCommand, INSPECT_HELP } from "./inspect.js";
 import type { CommandIo } from "./io.js";
 import { perplexityCommand, PERPLEXITY_HELP } from "./perplexity.js";
+import { profileCommand, PROFILE_HELP } from "./profile.js";
 import { calibrateCommand, CALIBRATE_HELP } from "./calibrate.js";
 import { evalCommand, EVAL_HELP } from "./evalCommand.js";
 import { runCommand, RUN_HELP } from "./run.js";
@@ -29,6 +30,7 @@ const COMMANDS: Record<string, { run: Command; help: string; summary: string }> 
   synth: { run: synthCommand, help: SYNTH_HELP, summary: "write a synthetic model with real shapes" },
   worker: { run: workerCommand, help: WORKER_HELP, summary: "serve a share of the model to a coordinator" },
   cluster: { run: clusterCommand, help: CLUSTER_HELP, summary: "run a local cluster of N processes with emulated links" },
+  profile: { run: profileCommand, help: PROFILE_HELP, summary: "measure this device for the scheduler: compute per group, memory, disk" },
   doctor: { run: doctorCommand, help: DOCTOR_HELP, summary: "show the runtime and the native kernel build" },
 };
 

@@ -1,14 +1,16 @@
 /** `halo run`: generate text from a prompt, on this machine or with workers (--workers). */
 import { UsageError } from "../base/index.js";
-import { ClusterCoordinator, modelSha256, type DeadlineOptions, type SyncMode } from "../cluster/index.js";
+import { ClusterCoordinator, clusterScheduleInput, kernelThreads, modelSha256, type ClusterOptions, type DeadlineOptions, type DeviceOverride, type SyncMode } from "../cluster/index.js";
+import type { LoadedModel } from "../model/index.js";
+import { PLACEMENT_CHOICES, explainSchedule, scheduleForChoice, type DeviceProfile, type PlacementChoice } from "../scheduler/index.js";
 import { Engine, LocalSynchronizer, Sampler, generate, type ResolvedSamplingOptions } from "../engine/index.js";
-import { createGroupLayout } from "../partition/index.js";
+import { createGroupLayout, type Placement } from "../partition/index.js";
 import { GroupSkipper, ImportancePredictor, readPredictor } from "../predictor/index.js";
 import { WIRE_FORMAT_NAMES, type LinkProfile, type WireFormat } from "../net/index.js";
 import { booleanFlag, choiceFlag, integerFlag, numberFlag, parseFlags, stringFlag, type FlagSpec, type ParsedFlags } from "./flags.js";
 import { KEY_FLAGS, LINK_FLAGS, LINK_FLAGS_HELP, parseWorkerList, readClusterKey, readLinkProfile, readSeed } from "./clusterFlags.js";
 import type { CommandIo } from "./io.js";
-import { loadCommandModel } from "./engineSetup.js";
+import { commandKernels, loadCommandModel } from "./engineSetup.js";
 import { MODEL_FLAGS, MODEL_FLAGS_HELP, SAMPLING_FLAGS, SAMPLING_FLAGS_HELP, readModelFlags, readSamplingFlags, type ModelFlagValues } from "./modelFlags.js";
 
 export const GENERATION_FLAGS = {
@@ -23,6 +25,8 @@ export const GENERATION_FLAGS = {
   shares: { type: "string" },
   copies: { type: "string" },
   "ffn-block": { type: "string" },
+  placement: { type: "string" },
+  explain: { type: "boolean" },
   "deadline-min": { type: "string" },
   predictor: { type: "string" },
   importance: { type: "string" },
@@ -48,6 +52,10 @@ ${GENERATION_FLAGS_HELP}
       --sync MODE        relaxed (UDP, deadlines; default) or strict (TCP, wait for all)
       --wire FORMAT      q8_0 (default), q4_0, f16 or f32: how hidden states and partial sums travel
       --shares LIST      relative compute share of each device, this one first (default: equal)
+      --placement P      uniform (default: equal shares), proportional (to each device's measured speed) or
+                         halo (the scheduler: speed, links, memory and importance); planned once every
+                         worker has joined and sent its profile
+      --explain          print the scheduler's decisions (devices, costs, moves, critical sets, deadlines)
       --copies N         send every datagram N times (1-4, default 1: a loss costs a NACK round trip)
       --ffn-block N      neurons per FFN group, a multiple of the weights' block size (default 32)
       --predictor F      group-importance predictor (halo calibrate): the devices holding a token's most
@@ -73,6 +81,9 @@ export interface GenerationRequest {
   ignoreEos: boolean;
   json: boolean;
   importance: ImportanceRequest;
+  /** How groups are placed on a cluster's devices. */
+  placement: PlacementChoice;
+  explain: boolean;
   cluster?: {
     workers: Array<{ host: string; port: number }>;
     mode: SyncMode;
@@ -81,10 +92,12 @@ export interface GenerationRequest {
     copies?: number;
     ffnBlockSize?: number;
     deadlines?: DeadlineOptions;
-    /** halo cluster --devices: the coordinator's compute slowdown, and every device's preset and slowdown for the stats. */
+    /** halo cluster --devices/--spec: the coordinator's compute slowdown, and every device's preset (null: none) and slowdown for the stats. */
     computeSlowdown?: number;
-    devicePresets?: string[];
+    devicePresets?: Array<string | null>;
     slowdowns?: number[];
+    /** halo cluster --spec: each device's name and memory budget, for the profiles. */
+    devices?: DeviceOverride[];
     clusterKey: Buffer;
     /** The emulated link to each worker (what this coordinator sends). */
     linkProfiles?: LinkProfile[];
@@ -108,6 +121,35 @@ function readImportance(flags: ParsedFlags): ImportanceRequest {
   if (predictorPath === undefined && skipBelow !== undefined) throw new UsageError("--skip-below needs --predictor: skipping is decided by predicted importance");
   if (source === "static" && skipBelow !== undefined) throw new UsageError("--skip-below needs per-token predictions, not --importance static");
   return { predictorPath, source: source ?? "predictor", criticalFraction: numberFlag(flags, "critical-fraction", 0, 1), skipBelow };
+}
+
+function readPlacement(flags: ParsedFlags): PlacementChoice {
+  const choice = choiceFlag(flags, "placement", PLACEMENT_CHOICES) ?? "uniform";
+  if (choice !== "uniform" && stringFlag(flags, "shares") !== undefined) throw new UsageError(`--shares sets the split itself; it cannot be combined with --placement ${choice}`);
+  return choice;
+}
+
+/**
+ * The coordinator's planner for --placement: the scheduler's placement for the devices' profiles,
+ * its critical sets and its soft-deadline estimate; undefined keeps the initial equal split.
+ */
+function placementPlanner(request: GenerationRequest, model: LoadedModel, predictor: ImportancePredictor | undefined, io: CommandIo): ClusterOptions["plan"] {
+  const c = request.cluster!;
+  if (request.placement === "uniform" && !request.explain) return undefined;
+  return (profiles) => {
+    const missing = profiles.findIndex((p) => p === null);
+    if (missing >= 0) {
+      io.stderr(`halo: placement stays uniform: device ${missing} sent no profile\n`);
+      return undefined;
+    }
+    const layout = createGroupLayout(model.config, c.ffnBlockSize);
+    const input = clusterScheduleInput(model, layout, profiles as DeviceProfile[], c.wire, predictor?.predictor);
+    if (request.explain) io.stderr(explainSchedule(input, {}, request.placement).text + "\n");
+    if (request.placement === "uniform") return undefined;
+    const schedule = scheduleForChoice(request.placement, input);
+    const softMs = Math.max(schedule.deadlines.attention.softMs, schedule.deadlines.ffn.softMs);
+    return { placement: schedule.placement, schedule: { critical: schedule.layers.map((l) => l.critical), softMs } };
+  };
 }
 
 /** The line saying which importance is active, and for what. */
@@ -152,6 +194,8 @@ export function readGenerationFlags(flags: ParsedFlags): Omit<GenerationRequest,
     ffnBlockSize: integerFlag(flags, "ffn-block", 1, 1 << 16),
     deadlines: readDeadlines(flags),
     importance: readImportance(flags),
+    placement: readPlacement(flags),
+    explain: booleanFlag(flags, "explain"),
   };
 }
 
@@ -169,10 +213,17 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
 }
 
 /** Each device's preset and the compute slowdown applied to it, when the cluster emulates presets. */
-function devicesApplied(cluster: NonNullable<GenerationRequest["cluster"]>): Array<{ preset: string; slowdown: number }> | undefined {
+function devicesApplied(cluster: NonNullable<GenerationRequest["cluster"]>): Array<{ preset: string | null; slowdown: number }> | undefined {
   const { devicePresets, slowdowns } = cluster;
   if (devicePresets === undefined || slowdowns === undefined) return undefined;
   return devicePresets.map((preset, i) => ({ preset, slowdown: slowdowns[i]! }));
+}
+
+/** How many groups (all layers, both phases) each device computes. */
+function groupsPerDevice(placement: Placement): number[] {
+  const counts = new Array<number>(placement.nDevices).fill(0);
+  for (const layer of placement.layers) for (const device of [...layer.attention, ...layer.ffn]) counts[device]!++;
+  return counts;
 }
 
 /** Loads the model, connects the cluster if any, generates, prints text and stats. */
@@ -205,11 +256,16 @@ export async function executeGeneration(request: GenerationRequest, io: CommandI
         ffnBlockSize: c.ffnBlockSize,
         deadlines: c.deadlines,
         computeSlowdown: c.computeSlowdown,
+        // The engine's kernels, and one thread besides, so the profile shows what the threads buy.
+        profileKernels: kernelThreads(kernels) > 1 ? [kernels, commandKernels(1).kernels] : [kernels],
+        devices: c.devices,
+        plan: placementPlanner(request, model, predictor, io),
         linkProfiles: c.linkProfiles,
         seed: c.seed,
         log: (line) => io.stderr(line + "\n"),
       });
       skipper = coordinator.skipper;
+      if (coordinator.replanned !== undefined) io.stderr(`halo: placement ${request.placement}: ${coordinator.replanned.groupsMoved} groups moved after profiling, the workers loaded them in ${coordinator.replanned.migrationMs.toFixed(0)} ms\n`);
     } else if (predictor !== undefined && importance.skipBelow !== undefined) {
       const layout = createGroupLayout(model.config, predictor.predictor.ffnBlockSize);
       const single = new GroupSkipper(predictor, layout, importance.skipBelow);
@@ -246,12 +302,12 @@ export async function executeGeneration(request: GenerationRequest, io: CommandI
     });
     const t = result.timings;
     const skipping = skipper === undefined ? undefined : { ...skipper.totals, threshold: skipper.threshold, skippedRatio: skipper.totals.considered === 0 ? 0 : skipper.totals.skipped / skipper.totals.considered };
-    const clusterSummary = coordinator === undefined ? undefined : { devices: coordinator.nDevices, mode: request.cluster!.mode, wire: coordinator.wire, lostWorkers: coordinator.lostWorkers, totals: coordinator.totals, deadlines: coordinator.deadlines(), links: coordinator.linkStats(), presets: devicesApplied(request.cluster!) };
+    const clusterSummary = coordinator === undefined ? undefined : { devices: coordinator.nDevices, mode: request.cluster!.mode, wire: coordinator.wire, lostWorkers: coordinator.lostWorkers, totals: coordinator.totals, deadlines: coordinator.deadlines(), links: coordinator.linkStats(), presets: devicesApplied(request.cluster!), profiles: coordinator.profiles(), placement: { choice: request.placement, replanned: coordinator.replanned, groupsPerDevice: groupsPerDevice(coordinator.placement) } };
     if (request.json) {
       io.stdout(JSON.stringify({ text: result.text, tokens: result.tokens, promptTokens: promptIds, stopReason: result.stopReason, seed: request.sampling.seed, kernels: kernels.name, timings: t, skipping, cluster: clusterSummary, perToken: clusterSummary === undefined ? undefined : perToken }) + "\n");
     } else {
       io.stdout("\n");
-      const applied = clusterSummary?.presets === undefined || request.cluster?.devicePresets === undefined ? "" : ` (${devicesApplied(request.cluster)!.map((d) => `${d.preset} ×${d.slowdown.toFixed(2)}`).join(", ")})`;
+      const applied = clusterSummary?.presets === undefined || request.cluster?.devicePresets === undefined ? "" : ` (${devicesApplied(request.cluster)!.map((d) => `${d.preset ?? "host"} ×${d.slowdown.toFixed(2)}`).join(", ")})`;
       const skipLine = skipping === undefined ? "" : ` | skipped ${skipping.skipped}/${skipping.considered} local groups (${(100 * skipping.skippedRatio).toFixed(1)}%), predicting ${skipping.predictMs.toFixed(1)} ms`;
       const clusterLine = clusterSummary === undefined ? "" : ` | ${clusterSummary.devices} devices${applied}, ${clusterSummary.mode}, dropped ${clusterSummary.totals.droppedContributions}/${clusterSummary.totals.expectedContributions} contributions`;
       io.stderr(

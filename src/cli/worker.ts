@@ -1,5 +1,5 @@
 /** `halo worker`: serve a share of the model to a coordinator. */
-import { formatProgressBar, modelSha256, WorkerNode } from "../cluster/index.js";
+import { formatProgressBar, kernelThreads, modelSha256, WorkerNode } from "../cluster/index.js";
 import { booleanFlag, integerFlag, numberFlag, parseFlags, stringFlag } from "./flags.js";
 import type { CommandIo } from "./io.js";
 import { KEY_FLAGS, LINK_FLAGS, LINK_FLAGS_HELP, readClusterKey, readLinkProfile, readSeed } from "./clusterFlags.js";
@@ -9,6 +9,8 @@ export const WORKER_HELP = `usage: halo worker [--host H] [--port P] [--model F]
 
 Listens for a coordinator (halo run --workers, halo cluster) and computes its share of each
 layer. Prints one JSON line {"event":"listening","host","tcpPort","udpPort"} when ready.
+Once its first plan's weights are loaded it measures itself (see halo profile: on one thread and
+on --threads, times × --slowdown) and sends that to the coordinator, and again when asked.
 With --model, reads only its groups' rows and columns from that file (the coordinator must run
 the same file); without it, receives them from the coordinator, hash-checked and cached.
       --host H           bind address (default 127.0.0.1)
@@ -39,11 +41,14 @@ export async function workerCommand(argv: readonly string[], io: CommandIo): Pro
   const clusterKey = readClusterKey(flags, [host]);
   const modelPath = stringFlag(flags, "model");
   const { kernels, map } = commandKernels(integerFlag(flags, "threads", 1, 256));
+  // Its profile also times one thread, so the scheduler sees what the extra threads buy.
+  const profileKernels = kernelThreads(kernels) > 1 ? [commandKernels(1).kernels] : [];
   const local = modelPath === undefined ? undefined : { ...(await openCommandModelFile(modelPath, map)), sha256: modelSha256(modelPath) };
   let lastBar = "";
   const worker = await WorkerNode.start({
     model: local,
     kernels,
+    profileKernels,
     map,
     clusterKey,
     host,

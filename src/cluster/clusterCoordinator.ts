@@ -17,15 +17,18 @@ import { randomBytes } from "node:crypto";
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
 import { HaloError, describeError, systemClock, type Clock } from "../base/index.js";
 import type { PhaseStep, Synchronizer } from "../engine/index.js";
+import type { MatrixKernels } from "../kernels/index.js";
 import type { LoadedModel } from "../model/index.js";
 import {
   DATAGRAM_MAX_BYTES, DatagramReceiver, NACK_BYTES, SYNC_PHASE_IDS, WIRE_FORMATS, ZERO_LINK_PROFILE,
   encodeDatagramBlocks, encodeNack, isNackDatagram, openNack, planChunks, wireByteLength,
-  type ControlConnection, type ControlMessage, type DatagramChunk, type LinkProfile, type SyncPhaseId, type WireFormat,
+  type ControlConnection, type ControlMessage, type DatagramChunk, type LinkProfile, type MeasuredProfile, type SyncPhaseId, type WireFormat,
 } from "../net/index.js";
 import { QUANT_TRAITS } from "../kernels/index.js";
 import { DEFAULT_FFN_BLOCK_SIZE, createGroupLayout, devicesInPhase, groupsOfDevice, proportionalPlacement, validatePlacement, type GroupKind, type GroupLayout, type GroupRange, type Placement } from "../partition/index.js";
 import { GroupSkipper, topK, type GroupPredictor, type ImportancePredictor } from "../predictor/index.js";
+import type { DeviceProfile } from "../scheduler/index.js";
+import { clusterProfiles, measureCoordinatorProfile, onProfileMessage, requestWorkerProfile, type DeviceOverride } from "./clusterProfiles.js";
 import { MAX_NACK_TRIES, NackScheduler } from "./nackScheduler.js";
 import { PhaseDeadline, PhaseWait, type DeadlineOptions } from "./phaseDeadline.js";
 import { decodeVectors, encodeVectors } from "./wireVectors.js";
@@ -53,7 +56,13 @@ export interface ClusterOptions {
    * soft deadline (so the first relaxed tokens need not wait the hard deadline for a lost packet).
    * Per-token predictions (`predictor`) take precedence over the static critical sets.
    */
-  schedule?: { critical: ReadonlyArray<Readonly<Record<GroupKind, readonly number[]>>>; softMs?: number };
+  schedule?: ClusterSchedule;
+  /**
+   * The scheduler, consulted once every worker has joined and sent its profile: given every
+   * device's profile (null: not measured), it returns the placement to run, or undefined to keep
+   * the initial one. Workers whose groups change load them before the first token.
+   */
+  plan?: (profiles: ReadonlyArray<DeviceProfile | null>) => { placement: Placement; schedule?: ClusterSchedule } | undefined;
   /** Neurons per FFN group. Defaults to DEFAULT_FFN_BLOCK_SIZE (32, one quantization block). */
   ffnBlockSize?: number;
   mode: SyncMode;
@@ -95,6 +104,14 @@ export interface ClusterOptions {
    * own compute is followed by a wait of (slowdown − 1) × its measured time. Defaults to 1.
    */
   computeSlowdown?: number;
+  /**
+   * The kernels this device's engine computes with, first, then any others to time (e.g. one
+   * thread): the coordinator measures its own profile with them at connect. Without them its
+   * profile (device 0 of `profiles()`) is null.
+   */
+  profileKernels?: readonly MatrixKernels[];
+  /** Per device, coordinator first: a name and a memory budget for its profile, where the operator gives them. */
+  devices?: readonly DeviceOverride[];
   /** How often a lost worker is dialled again. Defaults to 1,000 ms; 0 turns rejoining off. */
   rejoinIntervalMs?: number;
   seed?: number;
@@ -126,6 +143,52 @@ export interface PhaseStats {
   /** Time spent predicting group importance, and contributions made critical by the prediction. */
   predictorMs: number;
   criticalContributions: number;
+}
+
+export interface ClusterSchedule {
+  readonly critical: ReadonlyArray<Readonly<Record<GroupKind, readonly number[]>>>;
+  readonly softMs?: number;
+}
+
+/** A placement change made at join: how many groups moved and how long the workers took to load them. */
+export interface Replanned {
+  readonly groupsMoved: number;
+  readonly migrationMs: number;
+}
+
+interface PlannedCluster {
+  placement: Placement;
+  schedule: ClusterSchedule | undefined;
+  replanned: Replanned | undefined;
+}
+
+function groupsMoved(from: Placement, to: Placement): number {
+  let moved = 0;
+  from.layers.forEach((layer, l) => {
+    for (const kind of ["attention", "ffn"] as const) layer[kind].forEach((device, g) => (moved += to.layers[l]![kind][g] === device ? 0 : 1));
+  });
+  return moved;
+}
+
+/** Asks options.plan for a placement now that profiles are in, and sends the workers their new groups if it differs. */
+async function replanAtJoin(
+  options: ClusterOptions,
+  state: { placement: Placement; layout: GroupLayout; links: WorkerLink[]; localProfile: MeasuredProfile | undefined; epoch: number; wire: WireFormat; copies: number; clock: Clock },
+): Promise<PlannedCluster> {
+  const { placement, layout, links, clock } = state;
+  const unchanged: PlannedCluster = { placement, schedule: options.schedule, replanned: undefined };
+  const chosen = options.plan?.(clusterProfiles(state.localProfile, links, options.devices));
+  if (chosen === undefined) return unchanged;
+  validatePlacement(chosen.placement, layout, options.model.config.nLayers);
+  if (chosen.placement.nDevices !== links.length + 1) throw new HaloError("HALO_ERR_USAGE", `the planned placement is for ${chosen.placement.nDevices} devices; the cluster has ${links.length + 1}`);
+  const moved = groupsMoved(placement, chosen.placement);
+  if (moved === 0) return { ...unchanged, schedule: chosen.schedule ?? options.schedule };
+  const started = clock.now();
+  await Promise.all(links.map(async (link) => {
+    const message = planMessage(chosen.placement, layout, link.index, state.epoch, state.wire, 0, state.copies);
+    link.profile = (await sendPlan(link.connection, message, shardSource(options, layout, chosen.placement, link.index, clock))) ?? link.profile;
+  }));
+  return { placement: chosen.placement, schedule: chosen.schedule, replanned: { groupsMoved: moved, migrationMs: clock.now() - started } };
 }
 
 const stepKey = (position: number, layer: number, phase: GroupKind): string => `${position}:${layer}:${phase}`;
@@ -176,6 +239,13 @@ export class ClusterCoordinator implements Synchronizer {
   /** When beginPhase returned: the coordinator's own groups compute from then until endPhase. */
   private localComputeStartMs = 0;
   private closed = false;
+  /** This device's profile, measured at connect (and again by refreshProfiles). */
+  private localProfile: MeasuredProfile | undefined;
+  /** The scheduler's critical sets and deadline estimate for the placement in use. */
+  private readonly schedule: ClusterOptions["schedule"];
+  /** Set when `plan` moved groups after the workers' profiles came in: how long that took. */
+  replanned: Replanned | undefined;
+  private profileRequests = 0;
 
   private constructor(
     private readonly options: ClusterOptions,
@@ -185,13 +255,15 @@ export class ClusterCoordinator implements Synchronizer {
     epoch: number,
     layout: GroupLayout,
     placement: Placement,
+    schedule: ClusterOptions["schedule"],
   ) {
     this.clock = options.clock ?? systemClock;
     this.layout = layout;
     this.placement = placement;
     this.wire = options.wire ?? "q8_0";
     this.deadline = new PhaseDeadline(options.deadlines);
-    if (options.schedule?.softMs !== undefined) this.deadline.seed(options.schedule.softMs);
+    this.schedule = schedule;
+    if (schedule?.softMs !== undefined) this.deadline.seed(schedule.softMs);
     this.nacks = new NackScheduler(this.clock);
     this.scores = new Float64Array(Math.max(layout.nAttentionGroups, layout.nFfnGroups));
     if (options.skipBelow !== undefined && options.predictor === undefined) throw new HaloError("HALO_ERR_USAGE", "--skip-below needs --predictor: skipping is decided by predicted importance");
@@ -238,6 +310,8 @@ export class ClusterCoordinator implements Synchronizer {
     if (options.placement !== undefined) validatePlacement(options.placement, layout, model.config.nLayers);
     if (placement.nDevices !== nDevices) throw new HaloError("HALO_ERR_USAGE", `the placement is for ${placement.nDevices} devices; the cluster has ${nDevices}`);
     if (options.predictor !== undefined) checkPredictorFits(options.predictor.predictor, layout, model.config.dim, model.config.nLayers);
+    // Measured before any worker loads: on a shared machine they would otherwise compete for the cores.
+    const localProfile = await measureCoordinatorProfile(options, options.clock ?? systemClock);
     // Workers off loopback reach the coordinator at whatever address routes to it.
     const host = options.host ?? (options.workers.every((w) => isLoopbackHost(w.host)) ? "127.0.0.1" : "0.0.0.0");
     const udp = createSocket(host.includes(":") ? "udp6" : "udp4");
@@ -252,13 +326,14 @@ export class ClusterCoordinator implements Synchronizer {
     const started = await Promise.allSettled(options.workers.map(async (address, i) => {
       const index = i + 1;
       const { connection, udpPort } = await joinWorkerWithRetries(address, index, ctx);
+      let measured: MeasuredProfile | undefined;
       try {
-        await sendPlan(connection, planMessage(placement, layout, index, ctx.epoch, wire, 0, copies), shardSource(options, layout, placement, index, clock));
+        measured = await sendPlan(connection, planMessage(placement, layout, index, ctx.epoch, wire, 0, copies), shardSource(options, layout, placement, index, clock));
       } catch (error) {
         connection.destroy();
         throw error;
       }
-      return createWorkerLink(index, address, connection, udpPort, options.linkProfiles?.[i] ?? ZERO_LINK_PROFILE, (options.seed ?? 1) * 7919 + index, clock);
+      return createWorkerLink(index, address, connection, udpPort, options.linkProfiles?.[i] ?? ZERO_LINK_PROFILE, (options.seed ?? 1) * 7919 + index, clock, measured);
     }));
     const failed = started.find((result) => result.status === "rejected");
     if (failed !== undefined) {
@@ -267,7 +342,41 @@ export class ClusterCoordinator implements Synchronizer {
       throw failed.reason;
     }
     const links = started.map((result) => (result as PromiseFulfilledResult<WorkerLink>).value);
-    return new ClusterCoordinator(options, links, udp, ctx.sessionId, ctx.epoch, layout, placement);
+    let planned: PlannedCluster = { placement, schedule: options.schedule, replanned: undefined };
+    try {
+      planned = await replanAtJoin(options, { placement, layout, links, localProfile, epoch: ctx.epoch, wire, copies, clock });
+    } catch (error) {
+      for (const link of links) link.connection.destroy();
+      udp.close();
+      throw error;
+    }
+    const coordinator = new ClusterCoordinator(options, links, udp, ctx.sessionId, ctx.epoch, layout, planned.placement, planned.schedule);
+    coordinator.localProfile = localProfile;
+    coordinator.replanned = planned.replanned;
+    return coordinator;
+  }
+
+  /**
+   * Every device's profile, coordinator first (device i at index i), each worker's with the link
+   * as the coordinator sees it now; null for a device not measured (a coordinator without
+   * profileKernels, a worker that predates profiles).
+   */
+  profiles(): Array<DeviceProfile | null> {
+    return clusterProfiles(this.localProfile, this.links, this.options.devices);
+  }
+
+  /**
+   * Measures every device again: this one here, each active worker on a profile-request (answered
+   * within `timeoutMs`, else its last profile stays). Measuring takes the devices' cores, so ask
+   * between sequences, not during one.
+   */
+  async refreshProfiles(timeoutMs = 30_000): Promise<Array<DeviceProfile | null>> {
+    this.localProfile = (await measureCoordinatorProfile(this.options, this.clock)) ?? this.localProfile;
+    await Promise.all(this.links.filter((l) => l.state === "active").map((link) => {
+      this.profileRequests = (this.profileRequests + 1) >>> 0;
+      return requestWorkerProfile(link, this.profileRequests, this.clock, timeoutMs);
+    }));
+    return this.profiles();
   }
 
   get nDevices(): number {
@@ -402,7 +511,7 @@ export class ClusterCoordinator implements Synchronizer {
     const critical = new Set<number>();
     if (this.options.isCritical !== undefined) for (const d of devices) if (this.options.isCritical(d, layerIndex, phase)) critical.add(d);
     const predictor = this.options.predictor;
-    const planned = this.options.schedule?.critical[layerIndex]?.[phase];
+    const planned = this.schedule?.critical[layerIndex]?.[phase];
     if (predictor === undefined && planned !== undefined) for (const d of planned) if (d !== 0 && devices.includes(d)) critical.add(d);
     if (predictor !== undefined) {
       const started = this.clock.now();
@@ -574,6 +683,7 @@ export class ClusterCoordinator implements Synchronizer {
     link.stream.destroy();
     for (const resolve of link.waiting.values()) resolve(undefined);
     link.waiting.clear();
+    link.profileRequest?.done();
     // A phase waiting on the lost worker need not wait for its deadline.
     this.waiting?.check();
     this.scheduleRejoin(link);
@@ -591,6 +701,7 @@ export class ClusterCoordinator implements Synchronizer {
   private async tryRejoin(link: WorkerLink): Promise<void> {
     if (this.closed || link.state !== "lost") return;
     let joined: { connection: ControlConnection; udpPort: number };
+    let measured: MeasuredProfile | undefined;
     try {
       const { clusterKey, modelSha256, model } = this.options;
       joined = await joinWorker(link.address, link.index, { clusterKey, modelSha256, modelName: model.config.name, clock: this.clock, sessionId: this.sessionId, epoch: this.epoch, udpPort: this.udp.address().port });
@@ -601,7 +712,7 @@ export class ClusterCoordinator implements Synchronizer {
     }
     try {
       // The worker loads its weights now (or receives them); it starts computing at the next token's plan.
-      await sendPlan(joined.connection, planMessage(this.placement, this.layout, link.index, this.epoch, this.wire, Math.max(0, this.lastPositionStart), this.options.copies ?? 1), shardSource(this.options, this.layout, this.placement, link.index, this.clock));
+      measured = await sendPlan(joined.connection, planMessage(this.placement, this.layout, link.index, this.epoch, this.wire, Math.max(0, this.lastPositionStart), this.options.copies ?? 1), shardSource(this.options, this.layout, this.placement, link.index, this.clock));
     } catch (error) {
       this.options.log?.(`halo coordinator: worker ${link.index} joined again but its plan failed: ${describeError(error)}`);
       joined.connection.destroy();
@@ -612,7 +723,7 @@ export class ClusterCoordinator implements Synchronizer {
       joined.connection.destroy();
       return;
     }
-    reconnectWorkerLink(link, joined.connection, joined.udpPort, (this.options.seed ?? 1) * 7919 + link.index + this.totals.workersRejoined + 2, this.clock);
+    reconnectWorkerLink(link, joined.connection, joined.udpPort, (this.options.seed ?? 1) * 7919 + link.index + this.totals.workersRejoined + 2, this.clock, measured);
     void this.pump(link, joined.connection);
   }
 
@@ -625,8 +736,9 @@ export class ClusterCoordinator implements Synchronizer {
       this.totals.bytesReceived += message.data.byteLength;
       link.stats.recordRtt(this.clock.now() - this.phaseStartMs);
       resolve(message.data);
-    } else if (message.type === "error") {
-      this.options.log?.(`halo coordinator: worker ${link.index} reported ${message.code}: ${message.message}`);
+    } else {
+      if (message.type === "error") this.options.log?.(`halo coordinator: worker ${link.index} reported ${message.code}: ${message.message}`);
+      onProfileMessage(link, message);
     }
   }
 }

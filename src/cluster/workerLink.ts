@@ -7,7 +7,7 @@ import { homedir } from "node:os";
 import { HaloError, describeError, type Clock, type TimerHandle } from "../base/index.js";
 import {
   ControlConnection, LinkEmulator, LinkStats, StreamLinkEmulator,
-  type ControlMessage, type LinkProfile, type LinkStatsSnapshot, type WireFormat,
+  type ControlMessage, type LinkProfile, type LinkStatsSnapshot, type MeasuredProfile, type WireFormat,
 } from "../net/index.js";
 import { defaultShardCacheDir, prepareShard } from "../loader/index.js";
 import type { GgufFile, ModelConfig } from "../model/index.js";
@@ -49,6 +49,10 @@ export interface WorkerLink {
   /** Pending reliable partials, by step key. */
   waiting: Map<string, (data: Uint8Array | undefined) => void>;
   rejoinTimer: TimerHandle | undefined;
+  /** What the worker last measured of itself (plan-ok, profile); undefined from a worker that predates profiles. */
+  profile: MeasuredProfile | undefined;
+  /** The profile-request awaiting its answer; `done` ends the wait, answered or not. */
+  profileRequest: { requestId: number; done: () => void } | undefined;
 }
 
 /** What a join says about the session and the model. */
@@ -114,7 +118,9 @@ export async function joinWorker(address: WorkerAddress, index: number, ctx: Joi
   }
 }
 
-export function createWorkerLink(index: number, address: WorkerAddress, connection: ControlConnection, udpPort: number, profile: LinkProfile, seed: number, clock: Clock): WorkerLink {
+export function createWorkerLink(
+  index: number, address: WorkerAddress, connection: ControlConnection, udpPort: number, profile: LinkProfile, seed: number, clock: Clock, measured: MeasuredProfile | undefined,
+): WorkerLink {
   return {
     index, address, connection, sessionKey: connection.sessionKey, udpPort, state: "active",
     emulator: new LinkEmulator({ profile, seed, clock }),
@@ -123,11 +129,14 @@ export function createWorkerLink(index: number, address: WorkerAddress, connecti
     retransmissionsBefore: 0,
     waiting: new Map(),
     rejoinTimer: undefined,
+    profile: measured,
+    profileRequest: undefined,
   };
 }
 
 /** A joined-again worker's new connection: fresh key and stream model, same statistics. */
-export function reconnectWorkerLink(link: WorkerLink, connection: ControlConnection, udpPort: number, seed: number, clock: Clock): void {
+export function reconnectWorkerLink(link: WorkerLink, connection: ControlConnection, udpPort: number, seed: number, clock: Clock, measured: MeasuredProfile | undefined): void {
+  link.profile = measured ?? link.profile;
   link.connection = connection;
   link.sessionKey = connection.sessionKey;
   link.udpPort = udpPort;
@@ -181,15 +190,16 @@ export function shardSource(
 }
 
 /**
- * Sends a plan and waits for plan-ok. A worker without the model file answers with
- * shard-request first: its shard is cut (or found in the cache) and sent, then plan-ok follows.
+ * Sends a plan and waits for plan-ok, returning the profile it carries. A worker without the
+ * model file answers with shard-request first: its shard is cut (or found in the cache) and
+ * sent, then plan-ok follows.
  */
-export async function sendPlan(connection: ControlConnection, plan: ControlMessage, source: ShardSource): Promise<void> {
+export async function sendPlan(connection: ControlConnection, plan: ControlMessage, source: ShardSource): Promise<MeasuredProfile | undefined> {
   connection.send(plan);
   for (let shardsSent = 0; ; shardsSent++) {
     // Loading a share of a large model from a slow disk can take minutes.
     const answer = await connection.receive({ deadlineMs: source.clock.now() + PLAN_TIMEOUT_MS });
-    if (answer.type === "plan-ok") return;
+    if (answer.type === "plan-ok") return answer.profile;
     if (answer.type === "shard-request" && shardsSent === 0) {
       const groups = source.placement.layers.map((_, l) => ({
         attention: groupsOfDevice(source.placement, l, "attention", source.index),

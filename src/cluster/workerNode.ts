@@ -21,6 +21,7 @@ import type { GroupKind } from "../partition/index.js";
 import { NackScheduler } from "./nackScheduler.js";
 import type { ShardProgress } from "./shardTransfer.js";
 import { CLUSTER_LIVENESS } from "./workerLink.js";
+import { WorkerProfiler } from "./workerProfiler.js";
 import { loadPlanGroups, type LoadedGroups, type LocalModel } from "./workerSlices.js";
 import { decodeVectors, encodeVectors } from "./wireVectors.js";
 
@@ -49,6 +50,10 @@ export interface WorkerNodeOptions {
   slowdown?: number;
   /** The emulated link for datagrams this worker sends (halo cluster --local). */
   linkProfile?: LinkProfile;
+  /** Kernels at other thread counts than `kernels`' (e.g. one thread), timed too for the profile. Defaults to none. */
+  profileKernels?: readonly MatrixKernels[];
+  /** Bytes of weights this worker may keep, as its profile reports. Defaults to its free memory. */
+  memoryBudgetBytes?: number;
   seed?: number;
   clock?: Clock;
   log?: (line: string) => void;
@@ -92,9 +97,14 @@ export class WorkerNode {
   private readonly nackDatagram = new Uint8Array(NACK_BYTES);
   /** The partial-sum datagrams of the last few steps, by step index, so a lost chunk can be sent again. */
   private readonly recentPartials = new Map<number, Buffer[]>();
+  private readonly profiler: WorkerProfiler;
 
   private constructor(private readonly options: WorkerNodeOptions, private readonly server: Server, udpSocket: UdpSocket) {
     this.nacks = new NackScheduler(options.clock ?? systemClock);
+    this.profiler = new WorkerProfiler({
+      kernels: [options.kernels, ...(options.profileKernels ?? [])], slowdown: options.slowdown, modelPath: options.model?.file.path,
+      memoryBudgetBytes: options.memoryBudgetBytes, clock: options.clock, log: (line) => this.log(line),
+    });
     this.udp = new LossyUdpSocket({ socket: udpSocket, profile: options.linkProfile ?? ZERO_LINK_PROFILE, seed: options.seed ?? 1, clock: options.clock ?? systemClock });
     udpSocket.on("message", (message: Buffer, remote: RemoteInfo) => this.onDatagram(message, remote));
     server.on("connection", (socket) => void this.onConnection(socket));
@@ -217,7 +227,15 @@ export class WorkerNode {
         this.recentPartials.clear();
         // A worker that joins mid-sequence starts at the coordinator's position; what came before stays masked.
         session.receiver.setCurrent(message.position, 0, 0);
-        connection.send({ type: "plan-ok", sequence: message.sequence });
+        const profile = await this.profiler.atPlan(loaded);
+        connection.send(profile === undefined ? { type: "plan-ok", sequence: message.sequence } : { type: "plan-ok", sequence: message.sequence, profile });
+        return;
+      }
+      case "profile-request": {
+        this.requireSession(connection, "profile-request");
+        const loaded = this.requirePlan("profile-request");
+        const answer = await this.profiler.answer(loaded, message.requestId);
+        if (this.session?.connection === connection) connection.send(answer);
         return;
       }
       case "input": {

@@ -11,6 +11,7 @@ import type { GgufFile, ModelConfig, OpenGgufOptions } from "../model/index.js";
 import type { ControlConnection, PlanMessage } from "../net/index.js";
 import { createGroupLayout, type GroupRange } from "../partition/index.js";
 import { GroupWorker } from "./groupWorker.js";
+import { tensorTypesOfLayer, type LayerTensorTypes } from "./syntheticGroup.js";
 import { receiveShard, type ShardProgress } from "./shardTransfer.js";
 
 /** The model file a worker holds, opened, with what it was checked to be. */
@@ -43,6 +44,8 @@ export interface LoadedGroups {
   worker: GroupWorker;
   /** Bytes of weights held. */
   sizeBytes: number;
+  /** The model's layer types (from layer 0), which the worker's profile is measured in. */
+  tensorTypes: LayerTensorTypes;
   fromShard: boolean;
 }
 
@@ -70,7 +73,7 @@ export async function loadPlanGroups(message: PlanMessage, modelSha256: string, 
     const groups = planGroups(message, local.config.nLayers);
     const layout = createGroupLayout(local.config, message.ffnBlockSize);
     const slice = await asPlanError(() => readDeviceSliceAsync(local.file, local.config, layout, groups));
-    return { modelSha256, config: local.config, ffnBlockSize: message.ffnBlockSize, groupsKey: key(groups), worker: GroupWorker.fromSlice(slice, source.kernels, contextFor(local.config), MAX_BATCH), sizeBytes: slice.sizeBytes, fromShard: false };
+    return { modelSha256, config: local.config, ffnBlockSize: message.ffnBlockSize, groupsKey: key(groups), worker: GroupWorker.fromSlice(slice, source.kernels, contextFor(local.config), MAX_BATCH), sizeBytes: slice.sizeBytes, tensorTypes: tensorTypesOfLayer(slice.layers[0]!), fromShard: false };
   }
   connection.send({ type: "shard-request", sequence: message.sequence });
   const offer = await connection.receive({ deadlineMs: undefined });
@@ -82,7 +85,7 @@ export async function loadPlanGroups(message: PlanMessage, modelSha256: string, 
   if (JSON.stringify(slice.groups) !== JSON.stringify(groups) || slice.layout.ffnBlockSize !== expected.ffnBlockSize) {
     throw new HaloError("HALO_ERR_MESSAGE_INVALID", "the shard the coordinator sent holds other groups than its plan");
   }
-  return { modelSha256, config: slice.config, ffnBlockSize: message.ffnBlockSize, groupsKey: key(groups), worker: GroupWorker.fromSlice(slice, source.kernels, contextFor(slice.config), MAX_BATCH), sizeBytes: slice.sizeBytes, fromShard: true };
+  return { modelSha256, config: slice.config, ffnBlockSize: message.ffnBlockSize, groupsKey: key(groups), worker: GroupWorker.fromSlice(slice, source.kernels, contextFor(slice.config), MAX_BATCH), sizeBytes: slice.sizeBytes, tensorTypes: tensorTypesOfLayer(slice.layers[0]!), fromShard: true };
 }
 
 /** A plan the loader cannot cut (ranges out of bounds, a misaligned block) is the coordinator's invalid message. */

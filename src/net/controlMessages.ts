@@ -8,6 +8,7 @@
 import { z } from "zod";
 import { MessageInvalidError, UnexpectedMessageError } from "../base/index.js";
 import { decodeBody, encodeBody, NONCE_BYTES } from "./controlFrames.js";
+import { measuredProfileSchema } from "./measuredProfile.js";
 import { WIRE_FORMAT_NAMES } from "./wireFormat.js";
 
 /** The control protocol version sent in hello. */
@@ -154,6 +155,19 @@ export const planMessageSchema = z.strictObject({
 export const planOkMessageSchema = z.strictObject({
   type: z.literal("plan-ok"),
   sequence: u32,
+  /** Measured after the plan's weights were loaded; absent from workers that predate profiles. */
+  profile: measuredProfileSchema.optional(),
+});
+/** The coordinator asks a planned worker to measure itself again. */
+export const profileRequestMessageSchema = z.strictObject({
+  type: z.literal("profile-request"),
+  /** Echoed in the answer, so a late answer to an older request is told apart. */
+  requestId: u32,
+});
+export const profileMessageSchema = z.strictObject({
+  type: z.literal("profile"),
+  requestId: u32,
+  profile: measuredProfileSchema,
 });
 export const heartbeatMessageSchema = z.strictObject({
   type: z.literal("heartbeat"),
@@ -226,6 +240,8 @@ export const controlMessageSchema = z.discriminatedUnion("type", [
   shardChunkMessageSchema,
   shardEndMessageSchema,
   shardStoredMessageSchema,
+  profileRequestMessageSchema,
+  profileMessageSchema,
 ]);
 
 export type DeviceProfile = z.infer<typeof deviceProfileSchema>;
@@ -248,6 +264,8 @@ export type ShardAcceptMessage = z.infer<typeof shardAcceptMessageSchema>;
 export type ShardChunkMessage = z.infer<typeof shardChunkMessageSchema>;
 export type ShardEndMessage = z.infer<typeof shardEndMessageSchema>;
 export type ShardStoredMessage = z.infer<typeof shardStoredMessageSchema>;
+export type ProfileRequestMessage = z.infer<typeof profileRequestMessageSchema>;
+export type ProfileMessage = z.infer<typeof profileMessageSchema>;
 export type ControlMessage = z.infer<typeof controlMessageSchema>;
 export type ControlMessageType = ControlMessage["type"];
 export type ControlMessageOf<T extends ControlMessageType> = Extract<ControlMessage, { type: T }>;
@@ -258,7 +276,7 @@ export type PhaseGroups = z.infer<typeof phaseGroups>;
 /** Every message type, in protocol order. */
 export const CONTROL_MESSAGE_TYPES = [
   "hello", "auth", "auth-ok", "error", "join", "join-ok", "plan", "plan-ok", "heartbeat", "input", "partial", "reset", "stop",
-  "shard-request", "shard-offer", "shard-accept", "shard-chunk", "shard-end", "shard-stored",
+  "shard-request", "shard-offer", "shard-accept", "shard-chunk", "shard-end", "shard-stored", "profile-request", "profile",
 ] as const satisfies readonly ControlMessageType[];
 
 /** Types sent only inside the handshake, never after it. */
@@ -285,6 +303,8 @@ export const MESSAGE_SENDERS = {
   "shard-chunk": "coordinator",
   "shard-end": "coordinator",
   "shard-stored": "worker",
+  "profile-request": "coordinator",
+  profile: "worker",
 } as const satisfies Record<ControlMessageType, "coordinator" | "worker" | "both">;
 
 /** "type: bad value" for the first issue, following a union into the branch that got furthest. */

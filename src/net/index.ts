@@ -10,3 +10,4 @@ export * from "./linkStats.js";
 export * from "./lossyUdpSocket.js";
 export * from "./wireFormat.js";
 export * from "./streamLinkEmulator.js";
+export * from "./measuredProfile.js";

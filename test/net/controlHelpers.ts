@@ -20,6 +20,7 @@ import {
 } from "../../src/net/controlFrames.js";
 import { WIRE_FORMAT_NAMES } from "../../src/net/wireFormat.js";
 import { CONTROL_LIMITS, decodeControlMessage, encodeControlMessage } from "../../src/net/controlMessages.js";
+import { PROFILE_LIMITS } from "../../src/net/measuredProfile.js";
 import type { ControlMessage, ControlMessageType } from "../../src/net/controlMessages.js";
 
 export const CLUSTER_KEY = Buffer.from("0123456789abcdef0123456789abcdef");
@@ -186,6 +187,21 @@ const slice = {
   data: fc.integer({ min: 1, max: 40 }).chain((n) => bytes(n * Q8_0_BLOCK_BYTES)),
 };
 
+const groupMs = nonNegativeDouble(PROFILE_LIMITS.maxGroupMs);
+const measuredProfile = fc.record({
+  compute: fc.array(fc.record({
+    tensorType: fc.stringMatching(/^[A-Z0-9_]{1,8}(\+[A-Z0-9_]{1,8}){0,2}$/),
+    threads: fc.integer({ min: 1, max: PROFILE_LIMITS.maxThreads }),
+    attentionGroupMs: groupMs,
+    ffnGroupMs: groupMs,
+  }), { minLength: 1, maxLength: 4 }),
+  attentionGroupMs: groupMs,
+  ffnGroupMs: groupMs,
+  freeMemoryBytes: fc.maxSafeNat(),
+  memoryBudgetBytes: fc.maxSafeNat(),
+  readBytesPerSecond: nonNegativeDouble(PROFILE_LIMITS.maxReadBytesPerSecond),
+});
+
 /** One arbitrary of valid messages per type. */
 export const MESSAGE_ARBITRARIES = {
   hello: fc.record({ type: fc.constant("hello" as const), protocol: fc.integer({ min: 1, max: 65535 }), nonce: bytes(16) }),
@@ -226,7 +242,7 @@ export const MESSAGE_ARBITRARIES = {
     position: u32,
     copies: fc.integer({ min: 1, max: 4 }),
   }),
-  "plan-ok": fc.record({ type: fc.constant("plan-ok" as const), sequence: u32 }),
+  "plan-ok": fc.record({ type: fc.constant("plan-ok" as const), sequence: u32, profile: measuredProfile }, { requiredKeys: ["type", "sequence"] }),
   heartbeat: fc.record({ type: fc.constant("heartbeat" as const), sentAtMs: nonNegativeDouble(Number.MAX_SAFE_INTEGER) }),
   input: fc.record({ type: fc.constant("input" as const), ...slice }),
   partial: fc.record({ type: fc.constant("partial" as const), ...slice }),
@@ -243,6 +259,8 @@ export const MESSAGE_ARBITRARIES = {
   }),
   "shard-end": fc.record({ type: fc.constant("shard-end" as const), sha256: sha256Hex, sizeBytes: shardSize }),
   "shard-stored": fc.record({ type: fc.constant("shard-stored" as const), sha256: sha256Hex }),
+  "profile-request": fc.record({ type: fc.constant("profile-request" as const), requestId: u32 }),
+  profile: fc.record({ type: fc.constant("profile" as const), requestId: u32, profile: measuredProfile }),
 } satisfies { [T in ControlMessageType]: fc.Arbitrary<Extract<ControlMessage, { type: T }>> };
 
 export const anyMessage: fc.Arbitrary<ControlMessage> = fc.oneof(...Object.values(MESSAGE_ARBITRARIES));

@@ -77,7 +77,7 @@ test("schema rejects name the field, with bounds on every number, array and byte
   const plan = { type: "plan", sequence: 1, epoch: 2, groups: { attention: [[0, 2]], ffn: [[0, 8]] }, ffnBlockSize: 32, wire: "q8_0", position: 0, copies: 1 };
   const cases: [unknown, string, string][] = [
     [5, "(message)", "Invalid input: expected object, received number"],
-    [{ type: "nope" }, "type", "Invalid discriminator value. Expected 'hello' | 'auth' | 'auth-ok' | 'error' | 'join' | 'join-ok' | 'plan' | 'plan-ok' | 'heartbeat' | 'input' | 'partial' | 'reset' | 'stop' | 'shard-request' | 'shard-offer' | 'shard-accept' | 'shard-chunk' | 'shard-end' | 'shard-stored'"],
+    [{ type: "nope" }, "type", "Invalid discriminator value. Expected 'hello' | 'auth' | 'auth-ok' | 'error' | 'join' | 'join-ok' | 'plan' | 'plan-ok' | 'heartbeat' | 'input' | 'partial' | 'reset' | 'stop' | 'shard-request' | 'shard-offer' | 'shard-accept' | 'shard-chunk' | 'shard-end' | 'shard-stored' | 'profile-request' | 'profile'"],
     [{ ...join, extra: 1 }, "extra", "unknown key 'extra'"],
     [{ ...join, __proto_: { polluted: true } }, "__proto_", "unknown key '__proto_'"],
     [{ ...join, constructor: { prototype: {} } }, "constructor", "unknown key 'constructor'"],
@@ -108,6 +108,46 @@ test("schema rejects name the field, with bounds on every number, array and byte
   ];
   for (const [value, field, message] of cases) {
     assert.throws(() => parseControlMessage(value), invalid(field, message), `${JSON.stringify(normalize(value))?.slice(0, 80)}`);
+  }
+});
+
+test("profiles: plan-ok with or without one; every profile field bounded, typed and named when wrong", () => {
+  const profile = {
+    compute: [{ tensorType: "Q4_0", threads: 4, attentionGroupMs: 0.5, ffnGroupMs: 0.25 }, { tensorType: "F16+Q8_0", threads: 1, attentionGroupMs: 0, ffnGroupMs: 3 }],
+    attentionGroupMs: 0.5, ffnGroupMs: 0.25, freeMemoryBytes: 2 ** 33, memoryBudgetBytes: 2 ** 31, readBytesPerSecond: 1.5e9,
+  };
+  const sample = profile.compute[0]!;
+  assert.deepEqual(parseControlMessage({ type: "plan-ok", sequence: 3 }), { type: "plan-ok", sequence: 3 });
+  for (const message of [{ type: "plan-ok", sequence: 3, profile }, { type: "profile", requestId: 9, profile }, { type: "profile-request", requestId: 9 }] as ControlMessage[]) {
+    assertRoundTrip(message, encodeControlMessage(message));
+  }
+  const inPlanOk = (changes: Record<string, unknown>) => ({ type: "plan-ok", sequence: 3, profile: { ...profile, ...changes } });
+  const inProfile = (changes: Record<string, unknown>) => ({ type: "profile", requestId: 9, profile: { ...profile, ...changes } });
+  const cases: [unknown, string, string][] = [
+    [inPlanOk({ attentionGroupMs: Number.NaN }), "profile.attentionGroupMs", "Invalid input: expected number, received NaN"],
+    [inPlanOk({ ffnGroupMs: -0.001 }), "profile.ffnGroupMs", "Too small: expected number to be >=0"],
+    [inProfile({ ffnGroupMs: Infinity }), "profile.ffnGroupMs", "Invalid input: expected number, received Infinity"],
+    [inProfile({ attentionGroupMs: 3_600_001 }), "profile.attentionGroupMs", "Too big: expected number to be <=3600000"],
+    [inProfile({ freeMemoryBytes: "8G" }), "profile.freeMemoryBytes", "Invalid input: expected number, received string"],
+    [inProfile({ memoryBudgetBytes: 1.5 }), "profile.memoryBudgetBytes", "Invalid input: expected int, received number"],
+    [inProfile({ memoryBudgetBytes: -1 }), "profile.memoryBudgetBytes", "Too small: expected number to be >=0"],
+    [inProfile({ readBytesPerSecond: 2e15 }), "profile.readBytesPerSecond", "Too big: expected number to be <=1000000000000000"],
+    [inProfile({ readBytesPerSecond: null }), "profile.readBytesPerSecond", "Invalid input: expected number, received null"],
+    [inProfile({ compute: [] }), "profile.compute", "Too small: expected array to have >=1 items"],
+    [inProfile({ compute: Array.from({ length: 65 }, () => sample) }), "profile.compute", "Too big: expected array to have <=64 items"],
+    [inProfile({ compute: [{ ...sample, tensorType: "Q".repeat(33) }] }), "profile.compute.0.tensorType", "Too big: expected string to have <=32 characters"],
+    [inProfile({ compute: [{ ...sample, tensorType: "q4_0" }] }), "profile.compute.0.tensorType", "Invalid string: must match pattern /^[A-Z0-9_]+(\\+[A-Z0-9_]+)*$/"],
+    [inProfile({ compute: [{ ...sample, tensorType: 4 }] }), "profile.compute.0.tensorType", "Invalid input: expected string, received number"],
+    [inProfile({ compute: [{ ...sample, threads: 0 }] }), "profile.compute.0.threads", "Too small: expected number to be >=1"],
+    [inProfile({ compute: [{ ...sample, threads: 2.5 }] }), "profile.compute.0.threads", "Invalid input: expected int, received number"],
+    [inProfile({ compute: [{ ...sample, speed: 1 }] }), "profile.compute.0.speed", "unknown key 'speed'"],
+    [inProfile({ name: "worker" }), "profile.name", "unknown key 'name'"],
+    [{ type: "plan-ok", sequence: 3, profile: null }, "profile", "Invalid input: expected object, received null"],
+    [{ type: "profile", requestId: 9 }, "profile", "Invalid input: expected object, received undefined"],
+    [{ type: "profile-request", requestId: -1 }, "requestId", "Too small: expected number to be >=0"],
+  ];
+  for (const [value, field, message] of cases) {
+    assert.throws(() => parseControlMessage(value), invalid(field, message), `${JSON.stringify(normalize(value))?.slice(0, 120)}`);
   }
 });
 
