@@ -7,7 +7,7 @@ import { booleanFlag, integerFlag, parseFlags, stringFlag, type ParsedFlags } fr
 import type { CommandIo } from "./io.js";
 import { LINK_FLAGS, LINK_FLAGS_HELP, LOOPBACK_DEV_KEY, linkProfileOf, linkSpecArgs, readLinkSpec, readSeed } from "./clusterFlags.js";
 import { MAX_LOCAL_DEVICES, describeLocalDevices, localDevicesFromFlags, readClusterSpec, type LocalDevice } from "./clusterSpec.js";
-import { GENERATION_FLAGS, GENERATION_FLAGS_HELP, executeGeneration, readGenerationFlags } from "./run.js";
+import { COORDINATOR_FLAGS_HELP, GENERATION_FLAGS, GENERATION_FLAGS_HELP, executeGeneration, readGenerationFlags } from "./run.js";
 
 export const CLUSTER_HELP = `usage: halo cluster --local N [--loss PCT] [--delay MS] [--jitter MS] [--bandwidth MBIT] [--links FILE] [--seed S]
                    [--devices LIST | --spec FILE] [--sync relaxed|strict] [every flag of halo run]
@@ -16,13 +16,7 @@ Starts N−1 worker processes and this coordinator on loopback, each worker link
 userspace (seeded loss, delay, jitter, bandwidth), and generates like halo run. With --json the
 stats include every device's measured profile (cluster.profiles, coordinator first).
       --local N          devices, the coordinator included (1..64; with --spec, its device count)
-      --sync MODE        relaxed (UDP, deadlines; default) or strict (TCP, wait for all)
-      --wire FORMAT      q8_0 (default), q4_0, f16 or f32: how hidden states and partial sums travel
-      --shares LIST      relative compute share of each device, the coordinator first (default: equal)
-      --copies N         send every datagram N times (1-4, default 1: a loss costs a NACK round trip)
-      --ffn-block N      neurons per FFN group, a multiple of the weights' block size (default 32)
-      --deadline-min MS  relaxed mode: the shortest soft deadline per phase (default 5)
-      --deadline-max MS  relaxed mode: the hard deadline per phase, for critical contributions (default 250)
+${COORDINATOR_FLAGS_HELP}
 ${LINK_FLAGS_HELP}
       --devices LIST     a preset per device, the coordinator first: pi4, pi5, jetson-nano, x86. Each
                          process is slowed to its preset's speed against the fastest one listed (a

@@ -43,13 +43,8 @@ export const GENERATION_FLAGS_HELP = `  -p, --prompt P         prompt text (defa
 ${MODEL_FLAGS_HELP}
 ${SAMPLING_FLAGS_HELP}`;
 
-export const RUN_HELP = `usage: halo run [--model F] [--prompt P] [--max-tokens N] [sampling flags] [--ignore-eos] [--json]
-               [--workers h:p,h:p --sync relaxed|strict --cluster-key K]
-
-Generates text. stdout carries the generated text only; timings go to stderr.
-${GENERATION_FLAGS_HELP}
-      --workers LIST     host:port of each worker (halo worker); this process coordinates
-      --sync MODE        relaxed (UDP, deadlines; default) or strict (TCP, wait for all)
+/** What a coordinator takes: synchronization, placement, importance, deadlines (halo run --workers and halo cluster). */
+export const COORDINATOR_FLAGS_HELP = `      --sync MODE        relaxed (UDP, deadlines; default) or strict (TCP, wait for all)
       --wire FORMAT      q8_0 (default), q4_0, f16 or f32: how hidden states and partial sums travel
       --shares LIST      relative compute share of each device, this one first (default: equal)
       --placement P      uniform (default: equal shares), proportional (to each device's measured speed) or
@@ -67,7 +62,15 @@ ${GENERATION_FLAGS_HELP}
       --skip-below X     do not compute this device's groups whose predicted share of their phase's
                          importance is below X (e.g. 0.02); needs --predictor. Workers compute all theirs.
       --deadline-min MS  relaxed mode: the shortest soft deadline per phase (default 5)
-      --deadline-max MS  relaxed mode: the hard deadline per phase, for critical contributions (default 250)
+      --deadline-max MS  relaxed mode: the hard deadline per phase, for critical contributions (default 250)`;
+
+export const RUN_HELP = `usage: halo run [--model F] [--prompt P] [--max-tokens N] [sampling flags] [--ignore-eos] [--json]
+               [--workers h:p,h:p --sync relaxed|strict --cluster-key K]
+
+Generates text. stdout carries the generated text only; timings go to stderr.
+${GENERATION_FLAGS_HELP}
+      --workers LIST     host:port of each worker (halo worker); this process coordinates
+${COORDINATOR_FLAGS_HELP}
       --cluster-key K    shared secret, at least 16 bytes (or HALO_CLUSTER_KEY); required off loopback
       --slowdown X       emulate a coordinator X times slower (a wait of (X−1) × its compute per phase)
 Link emulation of what this coordinator sends (for testing; workers take the same flags):
