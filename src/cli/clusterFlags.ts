@@ -1,10 +1,10 @@
 /** Flags shared by the cluster commands: the cluster key and the emulated link. */
-import { readFileSync } from "node:fs";
 import { z } from "zod";
-import { FileError, UsageError } from "../base/index.js";
+import { UsageError } from "../base/index.js";
 import { isLoopbackHost } from "../cluster/index.js";
 import { gilbertElliottForBursts, validateLinkProfile, type LinkProfile } from "../net/index.js";
 import { integerFlag, numberFlag, stringFlag, type FlagSpec, type ParsedFlags } from "./flags.js";
+import { readJsonFile } from "./textFile.js";
 
 /** Used only when every node binds to loopback and no key is given: nothing else can reach them. */
 export const LOOPBACK_DEV_KEY = "halo-loopback-development-key";
@@ -91,18 +91,7 @@ const linkFileEntry = z.strictObject({
  * bandwidth}` (percent, datagrams, ms, ms, Mbit/s); fields left out take the flags' values.
  */
 export function readLinksFile(path: string, nWorkers: number, defaults: LinkSpec): LinkSpec[] {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (error) {
-    throw new FileError(path, `cannot read: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { cause: error });
-  }
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (error) {
-    throw new UsageError(`--links ${path}: not JSON: ${error instanceof Error ? error.message : String(error)}`);
-  }
+  const value = readJsonFile(path, "--links");
   const parsed = z.array(linkFileEntry).safeParse(value);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;

@@ -9,12 +9,12 @@
  * fields. A preset's slowdown is its speed against the fastest preset listed; `slowdown` sets it
  * outright. A preset's memory is the device's budget unless `memoryMB` says otherwise.
  */
-import { readFileSync } from "node:fs";
 import { z } from "zod";
-import { FileError, UsageError } from "../base/index.js";
+import { UsageError } from "../base/index.js";
 import { DEVICE_PRESETS, DEVICE_PRESET_NAMES, slowdownFactors, type DevicePresetName } from "../cluster/index.js";
 import { linkProfileOf, readLinksFile, type LinkSpec } from "./clusterFlags.js";
 import { stringFlag, type ParsedFlags } from "./flags.js";
+import { readJsonFile } from "./textFile.js";
 
 export interface LocalDevice {
   name: string | undefined;
@@ -75,18 +75,7 @@ function describeIssue(entries: unknown, issue: z.core.$ZodIssue): string {
 
 /** The spec file's entries, checked: one object per device, coordinator first. */
 function readSpecEntries(path: string): DeviceEntry[] {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (error) {
-    throw new FileError(path, `cannot read: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { cause: error });
-  }
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (error) {
-    throw new UsageError(`--spec ${path}: not JSON: ${error instanceof Error ? error.message : String(error)}`);
-  }
+  const value = readJsonFile(path, "--spec");
   const parsed = z.array(deviceSchema).safeParse(value);
   if (!parsed.success) throw new UsageError(`--spec ${path}: ${describeIssue(value, parsed.error.issues[0]!)}`);
   const entries = parsed.data;
