@@ -47,6 +47,9 @@ export interface LinkSpec {
   bandwidth: number;
 }
 
+/** A perfect link: what every link field defaults to. */
+export const DEFAULT_LINK_SPEC: LinkSpec = { loss: 0, lossBurst: 1, delay: 0, jitter: 0, bandwidth: 0 };
+
 export function readLinkSpec(flags: ParsedFlags): LinkSpec {
   return {
     loss: numberFlag(flags, "loss", 0, 100) ?? 0,

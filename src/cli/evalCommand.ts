@@ -9,7 +9,7 @@
 import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { SeededRandom, UsageError } from "../base/index.js";
-import { ClusterCoordinator, WorkerNode, modelSha256 } from "../cluster/index.js";
+import { ClusterCoordinator, WorkerNode, modelSha256, type ClusterOptions } from "../cluster/index.js";
 import { Engine, GroupProbe, argmax, type GroupObservation } from "../engine/index.js";
 import type { MatrixKernels } from "../kernels/index.js";
 import type { LoadedModel } from "../model/index.js";
@@ -18,6 +18,9 @@ import { ImportancePredictor, predictImportance, readPredictor, recallAtK, spear
 import { booleanFlag, integerFlag, numberFlag, parseFlags, requiredStringFlag, stringFlag } from "./flags.js";
 import type { CommandIo } from "./io.js";
 import { readTextFile } from "./textFile.js";
+import { DEFAULT_LINK_SPEC, linkProfileOf } from "./clusterFlags.js";
+import { readClusterSpec, type LocalDevice } from "./clusterSpec.js";
+import { placementPlanner, readPlacement } from "./run.js";
 import { loadCommandModel } from "./engineSetup.js";
 import { MODEL_FLAGS, MODEL_FLAGS_HELP, readModelFlags } from "./modelFlags.js";
 
@@ -39,6 +42,8 @@ by their true contribution (oracle), by the calibration's static average, and at
       --loss PCT         this emulated loss (default 5): once protecting no contribution, once with
                          the predictor's critical sets (--critical-fraction, default 0.25);
       --copies N         with every datagram sent N times (default 1)
+      --spec FILE        per-device speed and links instead of --loss (halo cluster --spec; N devices)
+      --placement P      uniform (default), proportional or halo: how groups are placed (halo run)
 ${MODEL_FLAGS_HELP}`;
 
 export const DROP_POLICIES = ["predictor", "oracle", "static", "random"] as const;
@@ -176,6 +181,7 @@ export async function evalCommand(argv: readonly string[], io: CommandIo): Promi
     ...MODEL_FLAGS, predictor: { type: "string" }, corpus: { type: "string" }, tokens: { type: "string" }, window: { type: "string" },
     fractions: { type: "string" }, seed: { type: "string" }, json: { type: "string" }, plot: { type: "string" },
     cluster: { type: "string" }, loss: { type: "string" }, "critical-fraction": { type: "string" }, copies: { type: "string" },
+    spec: { type: "string" }, placement: { type: "string" },
   });
   if (booleanFlag(flags, "help")) {
     io.stdout(EVAL_HELP + "\n");
@@ -201,14 +207,20 @@ export async function evalCommand(argv: readonly string[], io: CommandIo): Promi
     let cluster: ClusterFidelity[] | undefined;
     if (nDevices !== undefined) {
       const lossPercent = numberFlag(flags, "loss", 0, 100) ?? 5;
+      const specPath = stringFlag(flags, "spec");
+      const devices = specPath === undefined ? undefined : readClusterSpec(specPath, { ...DEFAULT_LINK_SPEC, loss: lossPercent }, false);
+      if (devices !== undefined && devices.length !== nDevices) throw new UsageError(`--spec ${specPath} lists ${devices.length} devices; --cluster says ${nDevices}`);
+      const placement = readPlacement(flags);
       const denseArgmaxes = (await scoreRun(model, kernels, tokens, window, 0, undefined)).argmaxes;
       const sha = modelSha256(modelFlags.modelPath);
-      const common = { window, nDevices, lossPercent, seed, denseArgmaxes, criticalFraction: numberFlag(flags, "critical-fraction", 0, 1), copies: integerFlag(flags, "copies", 1, 4) };
+      const common = { window, nDevices, lossPercent, seed, denseArgmaxes, criticalFraction: numberFlag(flags, "critical-fraction", 0, 1), copies: integerFlag(flags, "copies", 1, 4),
+        devices, plan: (importance: ImportancePredictor | undefined) => placementPlanner(placement, false, { wire: "q8_0" }, model, importance, io) };
       cluster = [
         await clusterFidelity(model, sha, kernels, tokens, { ...common, predictor: undefined }),
         await clusterFidelity(model, sha, kernels, tokens, { ...common, predictor }),
       ];
-      io.stdout(`relaxed protocol, ${nDevices} devices, ${lossPercent}% emulated loss each way, ${common.copies ?? 1} cop${(common.copies ?? 1) === 1 ? "y" : "ies"} of each datagram, token by token:\n` +
+      const links = devices === undefined ? `${lossPercent}% emulated loss each way` : `links and speeds of ${specPath}`;
+      io.stdout(`relaxed protocol, ${nDevices} devices, ${placement} placement, ${links}, ${common.copies ?? 1} cop${(common.copies ?? 1) === 1 ? "y" : "ies"} of each datagram, token by token:\n` +
         `| critical sets | perplexity | vs dense | top-1 agreement | contributions dropped | critical |\n| --- | --- | --- | --- | --- | --- |\n` +
         cluster.map((c) => `| ${c.critical} | ${c.perplexity.toFixed(4)} | ${(100 * (c.perplexity / dense.perplexity - 1)).toFixed(1)}% | ${(100 * c.top1Agreement).toFixed(1)}% | ${c.droppedContributions}/${c.expectedContributions} | ${c.criticalContributions} |`).join("\n") + "\n\n");
     }
@@ -242,17 +254,24 @@ export interface ClusterFidelity {
  */
 export async function clusterFidelity(
   model: LoadedModel, sha256: string, kernels: MatrixKernels, tokens: readonly number[],
-  options: { window: number; nDevices: number; lossPercent: number; seed: number; predictor: GroupPredictor | undefined; criticalFraction?: number; copies?: number; denseArgmaxes: readonly number[] },
+  options: { window: number; nDevices: number; lossPercent: number; seed: number; predictor: GroupPredictor | undefined; criticalFraction?: number; copies?: number; denseArgmaxes: readonly number[];
+    /** Per-device speed and link (halo cluster --spec), instead of lossPercent on every link. */
+    devices?: readonly LocalDevice[];
+    plan?: (predictor: ImportancePredictor | undefined) => ClusterOptions["plan"] },
 ): Promise<ClusterFidelity> {
   const clusterKey = randomBytes(32);
   const loss = { lossRatio: options.lossPercent / 100, delayMs: 0, jitterMs: 0, bandwidthMbit: 0 };
+  const linkOf = (worker: number) => (options.devices === undefined ? loss : linkProfileOf(options.devices[worker + 1]!.link!));
   const workers = await Promise.all(Array.from({ length: options.nDevices - 1 }, (_, i) => WorkerNode.start({
-    model: { file: model.file, config: model.config, sha256 }, kernels, clusterKey, contextLength: options.window, linkProfile: loss, seed: options.seed * 1000 + i,
+    model: { file: model.file, config: model.config, sha256 }, kernels, clusterKey, contextLength: options.window, linkProfile: linkOf(i), seed: options.seed * 1000 + i,
+    slowdown: options.devices?.[i + 1]!.slowdown, profileKernels: [kernels],
   })));
+  const importance = options.predictor === undefined ? undefined : new ImportancePredictor(options.predictor, kernels);
   const coordinator = await ClusterCoordinator.connect({
     model, modelSha256: sha256, clusterKey, mode: "relaxed", seed: options.seed,
     workers: workers.map((w) => ({ host: "127.0.0.1", port: w.tcpPort })),
-    linkProfiles: workers.map(() => loss), predictor: options.predictor === undefined ? undefined : new ImportancePredictor(options.predictor, kernels), criticalFraction: options.criticalFraction, copies: options.copies,
+    linkProfiles: workers.map((_, i) => linkOf(i)), predictor: importance, criticalFraction: options.criticalFraction, copies: options.copies,
+    computeSlowdown: options.devices?.[0]!.slowdown, profileKernels: [kernels], plan: options.plan?.(importance),
   });
   try {
     const engine = new Engine(model.config, model.weights, { kernels, contextLength: options.window, synchronizer: coordinator });

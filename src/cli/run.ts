@@ -126,7 +126,7 @@ function readImportance(flags: ParsedFlags): ImportanceRequest {
   return { predictorPath, source: source ?? "predictor", criticalFraction: numberFlag(flags, "critical-fraction", 0, 1), skipBelow };
 }
 
-function readPlacement(flags: ParsedFlags): PlacementChoice {
+export function readPlacement(flags: ParsedFlags): PlacementChoice {
   const choice = choiceFlag(flags, "placement", PLACEMENT_CHOICES) ?? "uniform";
   if (choice !== "uniform" && stringFlag(flags, "shares") !== undefined) throw new UsageError(`--shares sets the split itself; it cannot be combined with --placement ${choice}`);
   return choice;
@@ -136,20 +136,21 @@ function readPlacement(flags: ParsedFlags): PlacementChoice {
  * The coordinator's planner for --placement: the scheduler's placement for the devices' profiles,
  * its critical sets and its soft-deadline estimate; undefined keeps the initial equal split.
  */
-function placementPlanner(request: GenerationRequest, model: LoadedModel, predictor: ImportancePredictor | undefined, io: CommandIo): ClusterOptions["plan"] {
-  const c = request.cluster!;
-  if (request.placement === "uniform" && !request.explain) return undefined;
+export function placementPlanner(
+  choice: PlacementChoice, explain: boolean, cluster: { ffnBlockSize?: number; wire: WireFormat }, model: LoadedModel, predictor: ImportancePredictor | undefined, io: CommandIo,
+): ClusterOptions["plan"] {
+  if (choice === "uniform" && !explain) return undefined;
   return (profiles) => {
     const missing = profiles.findIndex((p) => p === null);
     if (missing >= 0) {
       io.stderr(`halo: placement stays uniform: device ${missing} sent no profile\n`);
       return undefined;
     }
-    const layout = createGroupLayout(model.config, c.ffnBlockSize);
-    const input = clusterScheduleInput(model, layout, profiles as DeviceProfile[], c.wire, predictor?.predictor);
-    if (request.explain) io.stderr(explainSchedule(input, {}, request.placement).text + "\n");
-    if (request.placement === "uniform") return undefined;
-    const schedule = scheduleForChoice(request.placement, input);
+    const layout = createGroupLayout(model.config, cluster.ffnBlockSize);
+    const input = clusterScheduleInput(model, layout, profiles as DeviceProfile[], cluster.wire, predictor?.predictor);
+    if (explain) io.stderr(explainSchedule(input, {}, choice).text + "\n");
+    if (choice === "uniform") return undefined;
+    const schedule = scheduleForChoice(choice, input);
     const softMs = Math.max(schedule.deadlines.attention.softMs, schedule.deadlines.ffn.softMs);
     return { placement: schedule.placement, schedule: { critical: schedule.layers.map((l) => l.critical), softMs } };
   };
@@ -262,7 +263,7 @@ export async function executeGeneration(request: GenerationRequest, io: CommandI
         // The engine's kernels, and one thread besides, so the profile shows what the threads buy.
         profileKernels: kernelThreads(kernels) > 1 ? [kernels, commandKernels(1).kernels] : [kernels],
         devices: c.devices,
-        plan: placementPlanner(request, model, predictor, io),
+        plan: placementPlanner(request.placement, request.explain, c, model, predictor, io),
         linkProfiles: c.linkProfiles,
         seed: c.seed,
         log: (line) => io.stderr(line + "\n"),
