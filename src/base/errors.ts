@@ -32,6 +32,8 @@ export const ERROR_CODES = {
   HALO_ERR_TESTBED: "A network-namespace testbed command (ip, nft, tc) failed, its tool is missing, or its output could not be read.",
   HALO_ERR_PREDICTOR: "A predictor file is malformed, of another version, or was fitted for another model.",
   HALO_ERR_SCHEDULE: "The scheduler cannot place the model: its input is invalid, no device can compute a kind of group, or the memory budgets are too small.",
+  HALO_ERR_MEMORY_BUDGET: "A worker's memory budget cannot hold its resident weights plus one staging buffer for its largest streamed layer phase.",
+  HALO_ERR_FILE_CHANGED: "A weights file being streamed was truncated or modified after it was opened.",
 } as const satisfies Record<`HALO_ERR_${string}`, string>;
 
 export type HaloErrorCode = keyof typeof ERROR_CODES;
@@ -337,6 +339,32 @@ export class ScheduleError extends HaloError {
     this.name = "ScheduleError";
     this.reason = reason;
   }
+}
+
+/** A memory budget below the least that can stream a device's groups; `minimumBytes` is that least. */
+export class MemoryBudgetError extends HaloError {
+  readonly budgetBytes: number;
+  readonly minimumBytes: number;
+  constructor(budgetBytes: number, minimumBytes: number, detail: string) {
+    super("HALO_ERR_MEMORY_BUDGET", `a memory budget of ${formatMiB(budgetBytes)} cannot hold these groups: at least ${formatMiB(minimumBytes)} (${minimumBytes} bytes) is needed; ${detail}`);
+    this.name = "MemoryBudgetError";
+    this.budgetBytes = budgetBytes;
+    this.minimumBytes = minimumBytes;
+  }
+}
+
+/** A file whose bytes are read while running no longer is what was opened (a short read, another size or modification time). */
+export class FileChangedError extends HaloError {
+  readonly path: string;
+  constructor(path: string, message: string) {
+    super("HALO_ERR_FILE_CHANGED", `${path}: ${message}`);
+    this.name = "FileChangedError";
+    this.path = path;
+  }
+}
+
+function formatMiB(bytes: number): string {
+  return Number.isFinite(bytes) ? `${(bytes / 2 ** 20).toFixed(2)} MiB` : "unlimited";
 }
 
 /** Describes an unknown thrown value for a one-line message. */

@@ -1,11 +1,13 @@
 /** `halo worker`: serve a share of the model to a coordinator. */
+import { UsageError } from "../base/index.js";
 import { formatProgressBar, kernelThreads, modelSha256, WorkerNode } from "../cluster/index.js";
-import { booleanFlag, integerFlag, numberFlag, parseFlags, stringFlag } from "./flags.js";
+import { readPredictor } from "../predictor/index.js";
+import { booleanFlag, choiceFlag, integerFlag, numberFlag, parseFlags, stringFlag } from "./flags.js";
 import type { CommandIo } from "./io.js";
 import { KEY_FLAGS, LINK_FLAGS, LINK_FLAGS_HELP, readClusterKey, readLinkProfile, readSeed } from "./clusterFlags.js";
 import { commandKernels, openCommandModelFile } from "./engineSetup.js";
 
-export const WORKER_HELP = `usage: halo worker [--host H] [--port P] [--model F] [--threads N] [--cluster-key K]
+export const WORKER_HELP = `usage: halo worker [--host H] [--port P] [--model F] [--memory-budget MB] [--threads N] [--cluster-key K]
 
 Listens for a coordinator (halo run --workers, halo cluster) and computes its share of each
 layer. Prints one JSON line {"event":"listening","host","tcpPort","udpPort"} when ready.
@@ -18,6 +20,16 @@ the same file); without it, receives them from the coordinator, hash-checked and
       --udp-port P       data-plane UDP port (default: the TCP port's number; 0 = any free one)
   -m, --model F          this device's copy of the model (GGUF)
       --shard-cache DIR  where received weights are kept (default ~/.cache/halo/shards)
+      --memory-budget MB keep at most MB MiB of weights in memory; the rest of its groups are read
+                         from disk ahead of the layer phases that need them while computing
+                         (default: all resident). Too small a budget fails the plan with
+                         HALO_ERR_MEMORY_BUDGET naming the least that works.
+      --stream-from S    with --memory-budget and --model: shard (default: cut this worker's rows
+                         once into the shard cache and read them from there, a few large reads
+                         per layer phase) or model (read the model file: no extra disk, but the
+                         attn_output/ffn_down columns come in strided runs)
+      --predictor F      with --memory-budget and --model: keep the groups the calibration found
+                         most important on average resident (halo calibrate --out F)
   -t, --threads N        compute threads (default: all cores)
       --ctx-size N       KV cache length (default: the model's, at most 4096)
       --cluster-key K    shared secret, at least 16 bytes (or HALO_CLUSTER_KEY); required off loopback
@@ -31,6 +43,7 @@ export async function workerCommand(argv: readonly string[], io: CommandIo): Pro
     ...KEY_FLAGS, ...LINK_FLAGS,
     model: { type: "string", short: "m" }, threads: { type: "string", short: "t" }, "ctx-size": { type: "string" },
     host: { type: "string" }, port: { type: "string" }, "udp-port": { type: "string" }, "shard-cache": { type: "string" }, slowdown: { type: "string" },
+    "memory-budget": { type: "string" }, predictor: { type: "string" }, "stream-from": { type: "string" },
   });
   if (booleanFlag(flags, "help")) {
     io.stdout(WORKER_HELP + "\n");
@@ -40,10 +53,17 @@ export async function workerCommand(argv: readonly string[], io: CommandIo): Pro
   const port = integerFlag(flags, "port", 0, 65535) ?? 9998;
   const clusterKey = readClusterKey(flags, [host]);
   const modelPath = stringFlag(flags, "model");
+  const budgetMiB = numberFlag(flags, "memory-budget", 0.01, 1 << 20);
+  const predictorPath = stringFlag(flags, "predictor");
+  const streamFrom = choiceFlag(flags, "stream-from", ["shard", "model"] as const);
+  if (streamFrom !== undefined && (budgetMiB === undefined || modelPath === undefined)) throw new UsageError("--stream-from needs --memory-budget and --model (without them nothing streams from disk)");
+  if (predictorPath !== undefined && (budgetMiB === undefined || modelPath === undefined)) throw new UsageError("--predictor needs --memory-budget and --model (its averages are checked against the model file)");
   const { kernels, map } = commandKernels(integerFlag(flags, "threads", 1, 256));
   // Its profile also times one thread, so the scheduler sees what the extra threads buy.
   const profileKernels = kernelThreads(kernels) > 1 ? [commandKernels(1).kernels] : [];
-  const local = modelPath === undefined ? undefined : { ...(await openCommandModelFile(modelPath, map)), sha256: modelSha256(modelPath) };
+  // Under a budget the weights are read with positioned reads only; a whole-file mapping would let the page cache decide instead.
+  const local = modelPath === undefined ? undefined : { ...(await openCommandModelFile(modelPath, budgetMiB === undefined ? map : undefined)), sha256: modelSha256(modelPath) };
+  const predictor = predictorPath === undefined ? undefined : await readPredictor(predictorPath, local!.sha256);
   let lastBar = "";
   const worker = await WorkerNode.start({
     model: local,
@@ -58,6 +78,9 @@ export async function workerCommand(argv: readonly string[], io: CommandIo): Pro
     shardCacheDir: stringFlag(flags, "shard-cache"),
     linkProfile: readLinkProfile(flags),
     slowdown: numberFlag(flags, "slowdown", 1, 1000),
+    memoryBudgetBytes: budgetMiB === undefined ? undefined : Math.floor(budgetMiB * 2 ** 20),
+    streamFrom,
+    predictor,
     seed: readSeed(flags),
     log: (line) => io.stderr(line + "\n"),
     onShardProgress: (done, total) => {

@@ -8,16 +8,18 @@
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from "node:dgram";
 import { createServer, type Server, type Socket } from "node:net";
 import { cpus, homedir } from "node:os";
-import { HaloError, describeError, systemClock, type Clock } from "../base/index.js";
+import { HaloError, MemoryBudgetError, describeError, systemClock, type Clock } from "../base/index.js";
 import type { MatrixKernels } from "../kernels/index.js";
-import { defaultShardCacheDir } from "../loader/index.js";
+import { defaultShardCacheDir, type GroupStoreStats } from "../loader/index.js";
 import type { OpenGgufOptions } from "../model/index.js";
 import {
-  ControlConnection, DATAGRAM_MAX_BYTES, DatagramReceiver, LossyUdpSocket, NACK_BYTES, SYNC_PHASE_IDS, StreamLinkEmulator, ZERO_LINK_PROFILE,
+  CONTROL_LIMITS, ControlConnection, DATAGRAM_MAX_BYTES, DatagramReceiver, LossyUdpSocket, NACK_BYTES, SYNC_PHASE_IDS, StreamLinkEmulator, ZERO_LINK_PROFILE,
   encodeDatagram, encodeNack, isNackDatagram, openNack, planChunks,
   type ControlMessage, type DatagramChunk, type LinkProfile, type SyncPhaseId, type WireFormat,
 } from "../net/index.js";
 import type { GroupKind } from "../partition/index.js";
+import type { GroupPredictor } from "../predictor/index.js";
+import { BudgetedSteps, budgetOptions, describeResidency } from "./budgetedSteps.js";
 import { NackScheduler } from "./nackScheduler.js";
 import type { ShardProgress } from "./shardTransfer.js";
 import { CLUSTER_LIVENESS } from "./workerLink.js";
@@ -48,12 +50,19 @@ export interface WorkerNodeOptions {
    * back (slowdown − 1) × the compute time it really took. Defaults to 1.
    */
   slowdown?: number;
+  /**
+   * Bytes of weights to keep in memory (halo worker --memory-budget): the rest of the plan's
+   * groups are read from the model file or shard while computing. Undefined: all resident.
+   */
+  memoryBudgetBytes?: number;
+  /** Under a budget with a local model, where the streamed rows are read from (see SliceSource.streamFrom). Defaults to "shard". */
+  streamFrom?: "shard" | "model";
+  /** Its per-group calibration averages choose the resident groups and order the reads (when its FFN block size is the plan's). */
+  predictor?: GroupPredictor;
   /** The emulated link for datagrams this worker sends (halo cluster --local). */
   linkProfile?: LinkProfile;
   /** Kernels at other thread counts than `kernels`' (e.g. one thread), timed too for the profile. Defaults to none. */
   profileKernels?: readonly MatrixKernels[];
-  /** Bytes of weights this worker may keep, as its profile reports. Defaults to its free memory. */
-  memoryBudgetBytes?: number;
   seed?: number;
   clock?: Clock;
   log?: (line: string) => void;
@@ -98,6 +107,8 @@ export class WorkerNode {
   /** The partial-sum datagrams of the last few steps, by step index, so a lost chunk can be sent again. */
   private readonly recentPartials = new Map<number, Buffer[]>();
   private readonly profiler: WorkerProfiler;
+  /** Under a memory budget, computes wait here for their layer phase's weights. */
+  private readonly steps = new BudgetedSteps((line) => this.log(line));
 
   private constructor(private readonly options: WorkerNodeOptions, private readonly server: Server, udpSocket: UdpSocket) {
     this.nacks = new NackScheduler(options.clock ?? systemClock);
@@ -142,6 +153,13 @@ export class WorkerNode {
     this.session?.connection.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     await this.udp.close();
+    await this.steps.idle();
+    await this.loaded?.store?.close();
+  }
+
+  /** Exposed and hidden I/O per pass and in total, when the weights stream under a memory budget. */
+  loaderStats(): GroupStoreStats | undefined {
+    return this.loaded?.store?.stats();
   }
 
   /** What this worker holds now: the groups' weights, if a plan was loaded. */
@@ -206,18 +224,33 @@ export class WorkerNode {
       }
       case "plan": {
         const session = this.requireSession(connection, "plan");
-        const loaded = await loadPlanGroups(message, session.modelSha256, this.loaded, {
-          local: this.options.model,
-          shardCacheDir: this.options.shardCacheDir ?? defaultShardCacheDir(process.env, homedir()),
-          map: this.options.map,
-          kernels: this.options.kernels,
-          contextLength: this.options.contextLength,
-          onShardProgress: this.options.onShardProgress,
-        }, connection);
+        await this.steps.idle();
+        let loaded: LoadedGroups;
+        try {
+          loaded = await loadPlanGroups(message, session.modelSha256, this.loaded, {
+            local: this.options.model,
+            shardCacheDir: this.options.shardCacheDir ?? defaultShardCacheDir(process.env, homedir()),
+            map: this.options.map,
+            kernels: this.options.kernels,
+            contextLength: this.options.contextLength,
+            onShardProgress: this.options.onShardProgress,
+            streamFrom: this.options.streamFrom,
+            budget: budgetOptions(this.options.memoryBudgetBytes, this.options.predictor, message.ffnBlockSize, (line) => this.log(line)),
+          }, connection);
+        } catch (error) {
+          // The budget is this worker's limit, not a broken plan: refuse it the way a model mismatch is refused.
+          if (!(error instanceof MemoryBudgetError)) throw error;
+          this.log(describeError(error));
+          connection.send({ type: "error", code: error.code, message: error.message.slice(0, CONTROL_LIMITS.maxErrorMessageChars) });
+          await connection.close();
+          return;
+        }
         if (loaded !== this.loaded) {
+          await this.loaded?.store?.close();
           this.loaded = loaded;
           this.input = new Float32Array(512 * loaded.config.dim);
           this.log(`holds ${(loaded.sizeBytes / 2 ** 20).toFixed(1)} MiB of weights for its groups${loaded.fromShard ? " (received from the coordinator)" : ""}`);
+          if (loaded.store !== undefined) this.log(describeResidency(loaded.store));
         }
         session.epoch = message.epoch;
         session.wire = message.wire;
@@ -244,13 +277,15 @@ export class WorkerNode {
         const nValues = message.nTokens * loaded.config.dim;
         if (message.nTokens > 512) throw new HaloError("HALO_ERR_MESSAGE_INVALID", `${message.nTokens} tokens in one input; at most 512`);
         decodeVectors(message.data, nValues, this.input, session.wire);
-        const computeStarted = performance.now();
-        const partial = loaded.worker.compute(message.phase, message.layer, message.position, message.nTokens, this.input);
-        const data = encodeVectors(partial, nValues, session.wire);
-        const reply: ControlMessage = { type: "partial", position: message.position, nTokens: message.nTokens, layer: message.layer, phase: message.phase, data };
-        this.afterSlowdown(performance.now() - computeStarted, () => session.stream.send(data.byteLength, () => {
-          if (this.session === session) connection.send(reply);
-        }));
+        await this.steps.run(loaded.store, message.layer, message.phase, () => {
+          const computeStarted = performance.now();
+          const partial = loaded.worker.compute(message.phase, message.layer, message.position, message.nTokens, this.input);
+          const data = encodeVectors(partial, nValues, session.wire);
+          const reply: ControlMessage = { type: "partial", position: message.position, nTokens: message.nTokens, layer: message.layer, phase: message.phase, data };
+          this.afterSlowdown(performance.now() - computeStarted, () => session.stream.send(data.byteLength, () => {
+            if (this.session === session) connection.send(reply);
+          }));
+        });
         this.counters.stepsComputed++;
         if (message.layer === loaded.config.nLayers - 1 && message.phase === "ffn") session.receiver?.setCurrent(message.position + message.nTokens, 0, 0);
         return;
@@ -327,20 +362,40 @@ export class WorkerNode {
     const skipped = stepIndex(position, layer, phase, nLayers) - stepIndex(receiver.position, receiver.layer, receiver.phase, nLayers);
     if (skipped > 0) this.counters.stepsMissed += skipped;
     receiver.setCurrent(position, layer, phase);
-    const values = receiver.senderValues(position, layer, phase, 0)!;
+    // A step that may wait for its weights keeps its own copy: the receiver reuses its buffers once it moves on.
+    const received = receiver.senderValues(position, layer, phase, 0)!;
+    const values = loaded.store === undefined ? received : Float32Array.from(received);
     const phaseName = PHASES[phase]!;
-    let partial: Float32Array;
-    const computeStarted = performance.now();
+    const onError = (error: unknown): void => {
+      if (error instanceof HaloError && (error.code === "HALO_ERR_FILE_CHANGED" || error.code === "HALO_ERR_FILE")) this.failSession(session, error);
+      else this.log(`cannot compute (${position}, ${layer}, ${phaseName}): ${describeError(error)}`);
+    };
     try {
-      partial = loaded.worker.compute(phaseName, layer, position, 1, values);
+      this.steps.run(loaded.store, layer, phaseName, () => {
+        const computeStarted = performance.now();
+        const partial = loaded.worker.compute(phaseName, layer, position, 1, values);
+        this.sendPartial(session, position, layer, phase, partial, performance.now() - computeStarted);
+        this.counters.stepsComputed++;
+      })?.catch(onError);
     } catch (error) {
-      this.log(`cannot compute (${position}, ${layer}, ${phaseName}): ${describeError(error)}`);
+      onError(error);
       return;
     }
-    this.sendPartial(session, position, layer, phase, partial, performance.now() - computeStarted);
-    this.counters.stepsComputed++;
     const next = nextStep(position, layer, phase, nLayers);
     receiver.setCurrent(next.position, next.layer, next.phase);
+  }
+
+  /** A weights file that changed under the worker: nothing more can be computed; the coordinator is told. */
+  private failSession(session: Session, error: HaloError): void {
+    this.log(`session ended: ${describeError(error)}`);
+    if (this.session !== session) return;
+    try {
+      session.connection.send({ type: "error", code: error.code, message: describeError(error).slice(0, 1000) });
+    } catch {
+      // The connection is already gone: there is no one left to tell.
+    }
+    session.connection.destroy(error);
+    this.endSession(session.connection);
   }
 
   /** The coordinator lost a chunk of a partial sum this worker sent: send it again, if it is still kept. */

@@ -8,3 +8,15 @@ export { SHARD_FORMAT_VERSION, SHARD_KEYS, loadShard, writeShard, writeShardFrom
 export type { LoadShardOptions, LoadedShard, ShardIdentity } from "./shardFile.js";
 export { defaultShardCacheDir, prepareShard, sha256OfFile, shardCachePath, shardKey, shardPartialPath } from "./shardStore.js";
 export type { PrepareShardOptions, ShardDescriptor } from "./shardStore.js";
+export { GroupStore } from "./groupStore.js";
+export type { GroupStoreOptions, GroupStoreStats, LoaderIoStats } from "./groupStore.js";
+export { planResidency } from "./residency.js";
+export type { GroupImportance, PartResidency, ResidencyPlan } from "./residency.js";
+export { RowSplitMatrix, rowSplitKernels } from "./rowSplitMatrix.js";
+export type { RowPiece } from "./rowSplitMatrix.js";
+export { DEFAULT_MAX_GAP_BYTES, planReads, rowRuns } from "./streamGeometry.js";
+export type { PartGeometry, ReadOp, ReadRun, TensorSource } from "./streamGeometry.js";
+export { modelStreamSource, shardStreamSource } from "./streamSources.js";
+export type { StreamSource } from "./streamSources.js";
+export { checkShard } from "./shardFile.js";
+export type { CheckedShard } from "./shardFile.js";

@@ -14,7 +14,7 @@ import { FileError, HaloError, ShardInvalidError, describeError } from "../base/
 import { GGML_TYPE_ID, computableType, createMatrix, type GgmlType, type Matrix } from "../kernels/index.js";
 import {
   GgufValueType, encodeGgufHeader, openGguf, readModelConfig, writeGguf,
-  type GgufFile, type GgufWriteSpec, type GgufWriteTensor, type GgufWriteValue, type ModelConfig, type OpenGgufOptions,
+  type GgufFile, type GgufTensorInfo, type GgufWriteSpec, type GgufWriteTensor, type GgufWriteValue, type ModelConfig, type OpenGgufOptions,
 } from "../model/index.js";
 import { createGroupLayout, normalizeRanges, type GroupLayout, type GroupRange } from "../partition/index.js";
 import { assembleSlice, emptySliceMatrix, layerFromMatrices, readTensorSlice, resolveSlicedTensor, type DeviceSlice, type SliceReadOptions } from "./deviceSlice.js";
@@ -184,7 +184,20 @@ export async function loadShard(path: string, options: LoadShardOptions = {}): P
   }
 }
 
-function readShard(path: string, file: GgufFile, options: LoadShardOptions): LoadedShard {
+/** A shard's claims and tensor records, checked; no weight byte is read. */
+export interface CheckedShard {
+  readonly config: ModelConfig;
+  readonly layout: GroupLayout;
+  readonly identity: ShardIdentity;
+  /** (nLayers) per layer, SLICE_ROLES order: each compact tensor's plan and, when it holds any rows, its record in the file. */
+  readonly tensors: ReadonlyArray<ReadonlyArray<{ plan: TensorSlicePlan; info: GgufTensorInfo | undefined; type: GgmlType }>>;
+}
+
+/**
+ * Checks everything a shard claims (version, model, groups, block size, hyperparameters, each
+ * tensor's shape and type, no tensor too many) against its header alone. Throws ShardInvalidError.
+ */
+export function checkShard(path: string, file: GgufFile, options: LoadShardOptions = {}): CheckedShard {
   const fail = (message: string): never => {
     throw new ShardInvalidError(path, message);
   };
@@ -203,17 +216,24 @@ function readShard(path: string, file: GgufFile, options: LoadShardOptions): Loa
   const identity: ShardIdentity = { sourceSha256, ffnBlockSize: layout.ffnBlockSize, groups };
   checkExpectations(path, identity, config, options.expect);
   const expectedNames = new Set<string>();
-  const layers = groups.map((g, l) => {
-    const matrices = layerSlicePlans(config, layout, l, g).map((plan) => {
-      if (plan.nKept === 0) return emptySliceMatrix(plan);
-      expectedNames.add(plan.name);
-      return shardTensor(path, file, plan);
-    });
-    return layerFromMatrices(matrices);
-  });
+  const tensors = groups.map((g, l) => layerSlicePlans(config, layout, l, g).map((plan) => {
+    if (plan.nKept === 0) return { plan, info: undefined, type: "F32" as GgmlType };
+    expectedNames.add(plan.name);
+    return { plan, ...shardTensorInfo(path, file, plan) };
+  }));
   const extra = file.tensors.find((t) => !expectedNames.has(t.name));
   if (extra !== undefined) fail(`unexpected tensor '${extra.name}' for the groups it claims`);
-  return { slice: assembleSlice(config, layout, groups, layers), identity };
+  return { config, layout, identity, tensors };
+}
+
+function readShard(path: string, file: GgufFile, options: LoadShardOptions): LoadedShard {
+  const { config, layout, identity, tensors } = checkShard(path, file, options);
+  const layers = tensors.map((layer) => layerFromMatrices(layer.map(({ plan, info, type }) => {
+    if (info === undefined) return emptySliceMatrix(plan);
+    const { nRows, nCols } = compactShape(plan);
+    return createMatrix(plan.name, type, nRows, nCols, file.tensorBytes(info));
+  })));
+  return { slice: assembleSlice(config, layout, identity.groups, layers), identity };
 }
 
 /** Per-layer ranges from a triples array, which must be in canonical form: layer order, each layer's ranges normalized. */
@@ -273,7 +293,7 @@ function checkExpectations(path: string, identity: ShardIdentity, config: ModelC
   }
 }
 
-function shardTensor(path: string, file: GgufFile, plan: TensorSlicePlan): Matrix {
+function shardTensorInfo(path: string, file: GgufFile, plan: TensorSlicePlan): { info: GgufTensorInfo; type: GgmlType } {
   const info = file.tensor(plan.name);
   if (info === undefined) throw new ShardInvalidError(path, `tensor '${plan.name}' is missing`);
   const { nRows, nCols } = compactShape(plan);
@@ -282,5 +302,5 @@ function shardTensor(path: string, file: GgufFile, plan: TensorSlicePlan): Matri
   }
   const type = computableType(info.typeId);
   if (type === undefined) throw new ShardInvalidError(path, `tensor '${plan.name}' has type ${info.typeName}, which halo cannot compute with`);
-  return createMatrix(plan.name, type, nRows, nCols, file.tensorBytes(info));
+  return { info, type };
 }

@@ -34,6 +34,8 @@ const instances: errors.HaloError[] = [
   new errors.TestbedError(["nft", "list", "ruleset"], "x"),
   new errors.PredictorFileError("/p", "x"),
   new errors.ScheduleError("insufficient-memory", "x"),
+  new errors.MemoryBudgetError(1 << 20, 3 << 20, "x"),
+  new errors.FileChangedError("/p", "x"),
 ];
 
 test("every error class carries a registered code and its own name", () => {
