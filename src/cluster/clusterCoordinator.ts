@@ -517,6 +517,8 @@ export class ClusterCoordinator implements Synchronizer {
       const started = this.clock.now();
       const nGroups = this.placement.layers[layerIndex]![phase].length;
       if (this.options.importance === "static") predictor.staticImportance(layerIndex, phase, this.scores);
+      // Skipping already predicted this single token's scores in beginPhase.
+      else if (this.skipper !== undefined && step.nTokens === 1) this.scores.set(this.skipper.lastScores.subarray(0, this.scores.length));
       else predictor.predict(layerIndex, phase, step.input, 0, this.scores);
       const nCritical = Math.ceil((this.options.criticalFraction ?? 0.25) * nGroups);
       const owners = this.placement.layers[layerIndex]![phase];

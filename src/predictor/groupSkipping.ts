@@ -31,6 +31,11 @@ export class GroupSkipper {
     this.keep = new Uint8Array(maxGroups);
   }
 
+  /** The scores of the last token select() predicted (nGroups of that phase), for a caller that also needs them. */
+  get lastScores(): Float64Array {
+    return this.scores;
+  }
+
   /**
    * Of `candidates` (this device's groups of the phase), the ranges worth computing for the batch
    * whose normed inputs are input (nTokens, dim).
