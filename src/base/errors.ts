@@ -34,6 +34,8 @@ export const ERROR_CODES = {
   HALO_ERR_SCHEDULE: "The scheduler cannot place the model: its input is invalid, no device can compute a kind of group, or the memory budgets are too small.",
   HALO_ERR_MEMORY_BUDGET: "A worker's memory budget cannot hold its resident weights plus one staging buffer for its largest streamed layer phase.",
   HALO_ERR_FILE_CHANGED: "A weights file being streamed was truncated or modified after it was opened.",
+  HALO_ERR_CHAT_TEMPLATE: "The model's chat template does not parse, or refused the conversation while rendering (its raise_exception).",
+  HALO_ERR_REQUEST: "An HTTP API request was refused: invalid, unauthorized, too large, of the wrong type, for an unknown model or route, or over the queue's capacity.",
 } as const satisfies Record<`HALO_ERR_${string}`, string>;
 
 export type HaloErrorCode = keyof typeof ERROR_CODES;
@@ -365,6 +367,39 @@ export class FileChangedError extends HaloError {
 
 function formatMiB(bytes: number): string {
   return Number.isFinite(bytes) ? `${(bytes / 2 ** 20).toFixed(2)} MiB` : "unlimited";
+}
+
+/** A chat template that does not parse, or that refused the messages while rendering. */
+export class ChatTemplateError extends HaloError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("HALO_ERR_CHAT_TEMPLATE", message, options);
+    this.name = "ChatTemplateError";
+  }
+}
+
+/** The OpenAI error `type` of a refused HTTP request. */
+export type RequestErrorType = "invalid_request_error" | "authentication_error" | "rate_limit_error" | "server_error";
+
+/**
+ * An HTTP API request the server refuses, with what an OpenAI-shaped error body needs: the status,
+ * the error type, the offending parameter (null when none) and a machine-readable code, plus any
+ * headers the status calls for (Retry-After, Allow, WWW-Authenticate).
+ */
+export class RequestError extends HaloError {
+  readonly status: number;
+  readonly type: RequestErrorType;
+  readonly param: string | null;
+  readonly apiCode: string | null;
+  readonly headers: Readonly<Record<string, string>>;
+  constructor(status: number, message: string, details: { type?: RequestErrorType; param?: string | null; apiCode?: string | null; headers?: Record<string, string> } = {}) {
+    super("HALO_ERR_REQUEST", message);
+    this.name = "RequestError";
+    this.status = status;
+    this.type = details.type ?? "invalid_request_error";
+    this.param = details.param ?? null;
+    this.apiCode = details.apiCode ?? null;
+    this.headers = details.headers ?? {};
+  }
 }
 
 /** Describes an unknown thrown value for a one-line message. */

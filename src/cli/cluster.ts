@@ -3,11 +3,12 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { HaloError, UsageError } from "../base/index.js";
-import { booleanFlag, integerFlag, parseFlags, stringFlag, type ParsedFlags } from "./flags.js";
+import { booleanFlag, integerFlag, parseFlags, stringFlag, type FlagSpec, type ParsedFlags } from "./flags.js";
 import type { CommandIo } from "./io.js";
 import { LINK_FLAGS, LINK_FLAGS_HELP, LOOPBACK_DEV_KEY, linkProfileOf, linkSpecArgs, readLinkSpec, readSeed } from "./clusterFlags.js";
+import { MODEL_FLAGS_HELP, SAMPLING_FLAGS_HELP } from "./modelFlags.js";
 import { MAX_LOCAL_DEVICES, describeLocalDevices, localDevicesFromFlags, readClusterSpec, type LocalDevice } from "./clusterSpec.js";
-import { COORDINATOR_FLAGS_HELP, GENERATION_FLAGS, GENERATION_FLAGS_HELP, executeGeneration, readGenerationFlags } from "./run.js";
+import { COORDINATOR_FLAGS_HELP, GENERATION_FLAGS, GENERATION_FLAGS_HELP, executeGeneration, readGenerationFlags, workersCluster, type GenerationRequest } from "./run.js";
 
 export const CLUSTER_HELP = `usage: halo cluster --local N [--loss PCT] [--delay MS] [--jitter MS] [--bandwidth MBIT] [--links FILE] [--seed S]
                    [--devices LIST | --spec FILE] [--sync relaxed|strict] [every flag of halo run]
@@ -55,7 +56,7 @@ function startWorker(args: string[]): Promise<{ child: ChildProcess; port: numbe
 }
 
 /** Every device of the cluster, from --spec or from --local with --devices and --links. */
-function readLocalDevices(flags: ParsedFlags): LocalDevice[] {
+export function readLocalDevices(flags: ParsedFlags): LocalDevice[] {
   const defaults = readLinkSpec(flags);
   // A preset brings its typical link unless the flags say otherwise.
   const explicitLink = ["delay", "jitter", "bandwidth"].some((name) => stringFlag(flags, name) !== undefined);
@@ -73,39 +74,94 @@ function readLocalDevices(flags: ParsedFlags): LocalDevice[] {
   return devices;
 }
 
+/** The flags that describe a local cluster (halo cluster, serve and chat --local). */
+export const LOCAL_CLUSTER_FLAGS = { local: { type: "string" }, links: { type: "string" }, devices: { type: "string" }, spec: { type: "string" } } as const satisfies FlagSpec;
+
 export async function clusterCommand(argv: readonly string[], io: CommandIo): Promise<number> {
-  const flags = parseFlags(argv, { ...GENERATION_FLAGS, ...LINK_FLAGS, local: { type: "string" }, links: { type: "string" }, devices: { type: "string" }, spec: { type: "string" } });
+  const flags = parseFlags(argv, { ...GENERATION_FLAGS, ...LINK_FLAGS, ...LOCAL_CLUSTER_FLAGS });
   if (booleanFlag(flags, "help")) {
     io.stdout(CLUSTER_HELP + "\n");
     return 0;
   }
   const devices = readLocalDevices(flags);
-  const request = readGenerationFlags(flags);
+  const local = await startLocalCluster(devices, flags, readGenerationFlags(flags), io);
+  try {
+    return await executeGeneration({ ...local.request, cluster: local.cluster }, io);
+  } finally {
+    local.stop();
+  }
+}
+
+export interface LocalCluster {
+  request: ReturnType<typeof readGenerationFlags>;
+  cluster: NonNullable<GenerationRequest["cluster"]>;
+  /** Stops the worker processes (also done at process exit). */
+  stop(): void;
+}
+
+/** Starts the N−1 worker processes of `devices` (readLocalDevices) on loopback; the caller coordinates. */
+export async function startLocalCluster(devices: readonly LocalDevice[], flags: ParsedFlags, request: ReturnType<typeof readGenerationFlags>, io: CommandIo): Promise<LocalCluster> {
   const seed = readSeed(flags) ?? 1;
   const forwarded = ["--host", "127.0.0.1", "--port", "0", "--cluster-key", LOOPBACK_DEV_KEY, "--model", request.modelFlags.modelPath, "--threads", String(request.modelFlags.threads ?? 1)];
   if (request.modelFlags.contextLength !== undefined) forwarded.push("--ctx-size", String(request.modelFlags.contextLength));
   const children: ChildProcess[] = [];
-  const stopChildren = (): void => {
-    for (const child of children) if (child.exitCode === null) child.kill("SIGTERM");
+  const stop = (): void => {
+    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
   };
-  process.once("exit", stopChildren);
+  process.once("exit", stop);
   try {
-    const started = await Promise.all(devices.slice(1).map((device, i) => {
+    const started = await Promise.allSettled(devices.slice(1).map((device, i) => {
       const slowdown = device.slowdown === 1 ? [] : ["--slowdown", String(device.slowdown)];
       return startWorker([...forwarded, ...linkSpecArgs(device.link!), "--seed", String(seed * 1000 + i + 1), ...slowdown]);
     }));
-    children.push(...started.map((s) => s.child));
+    for (const result of started) if (result.status === "fulfilled") children.push(result.value.child);
+    const failed = started.find((r) => r.status === "rejected");
+    if (failed !== undefined) throw failed.reason;
+    const ports = started.map((r) => (r as PromiseFulfilledResult<{ port: number }>).value.port);
     const described = stringFlag(flags, "spec") !== undefined || devices.some((d) => d.preset !== undefined);
     if (described) io.stderr(`halo cluster: devices ${describeLocalDevices(devices)}\n`);
     const cluster = {
-      workers: started.map((s) => ({ host: "127.0.0.1", port: s.port })), mode: request.mode, wire: request.wire, shares: request.shares, copies: request.copies, ffnBlockSize: request.ffnBlockSize,
+      workers: ports.map((port) => ({ host: "127.0.0.1", port })), mode: request.mode, wire: request.wire, shares: request.shares, copies: request.copies, ffnBlockSize: request.ffnBlockSize,
       deadlines: request.deadlines, clusterKey: Buffer.from(LOOPBACK_DEV_KEY),
       linkProfiles: devices.slice(1).map((d) => linkProfileOf(d.link!)), seed, computeSlowdown: devices[0]!.slowdown,
       devicePresets: described ? devices.map((d) => d.preset ?? null) : undefined, slowdowns: described ? devices.map((d) => d.slowdown) : undefined,
       devices: devices.map((d) => ({ name: d.name, memoryBudgetBytes: d.memoryBudgetBytes })),
     };
-    return await executeGeneration({ ...request, cluster }, io);
-  } finally {
-    stopChildren();
+    return { request, cluster, stop };
+  } catch (error) {
+    stop();
+    throw error;
   }
 }
+
+/**
+ * What serve and chat generate with: this machine alone, the workers of --workers, or a local
+ * cluster of --local N (started here; `stop` ends its processes).
+ */
+export async function generationTarget(flags: ParsedFlags, io: CommandIo): Promise<{ request: GenerationRequest; stop(): void }> {
+  const local = stringFlag(flags, "local") !== undefined || stringFlag(flags, "spec") !== undefined;
+  if (local && stringFlag(flags, "workers") !== undefined) throw new UsageError("--workers and --local conflict: give the workers' addresses, or start local ones");
+  if (local) {
+    const devices = readLocalDevices(flags);
+    const started = await startLocalCluster(devices, flags, readGenerationFlags(flags), io);
+    return { request: { ...started.request, cluster: started.cluster }, stop: started.stop };
+  }
+  const request = readGenerationFlags(flags);
+  return { request: { ...request, cluster: workersCluster(flags, request) }, stop: () => undefined };
+}
+
+const { prompt: _prompt, json: _json, "ignore-eos": _ignoreEos, ...SESSION_GENERATION_FLAGS } = GENERATION_FLAGS;
+
+/** The flags of the long-lived commands (serve, chat): a model or a cluster, and sampling defaults. */
+export const TARGET_FLAGS = { ...SESSION_GENERATION_FLAGS, ...LINK_FLAGS, ...LOCAL_CLUSTER_FLAGS, workers: { type: "string", short: "w" }, slowdown: { type: "string" } } as const satisfies FlagSpec;
+
+export const TARGET_FLAGS_HELP = `${MODEL_FLAGS_HELP}
+  -n, --max-tokens N     tokens to generate when a request does not say (default 256)
+${SAMPLING_FLAGS_HELP}
+A cluster (default: this machine alone):
+  -w, --workers LIST     host:port of each worker (halo worker); this process coordinates
+      --cluster-key K    shared secret, at least 16 bytes (or HALO_CLUSTER_KEY); required off loopback
+      --local N          start N−1 local worker processes on loopback, as halo cluster does, with
+                         --devices, --links, --spec and the link flags below
+${COORDINATOR_FLAGS_HELP}
+${LINK_FLAGS_HELP}`;

@@ -20,7 +20,8 @@ import type { CommandIo } from "./io.js";
 import { readTextFile } from "./textFile.js";
 import { DEFAULT_LINK_SPEC, linkProfileOf } from "./clusterFlags.js";
 import { readClusterSpec, type LocalDevice } from "./clusterSpec.js";
-import { placementPlanner, readPlacement } from "./run.js";
+import { placementPlanner } from "./generationSession.js";
+import { readPlacement } from "./run.js";
 import { loadCommandModel } from "./engineSetup.js";
 import { MODEL_FLAGS, MODEL_FLAGS_HELP, readModelFlags } from "./modelFlags.js";
 

@@ -13,8 +13,10 @@ import type { CommandIo } from "./io.js";
 import { perplexityCommand, PERPLEXITY_HELP } from "./perplexity.js";
 import { profileCommand, PROFILE_HELP } from "./profile.js";
 import { calibrateCommand, CALIBRATE_HELP } from "./calibrate.js";
+import { chatCommand, CHAT_HELP } from "./chat.js";
 import { evalCommand, EVAL_HELP } from "./evalCommand.js";
 import { runCommand, RUN_HELP } from "./run.js";
+import { serveCommand, SERVE_HELP } from "./serve.js";
 import { synthCommand, SYNTH_HELP } from "./synth.js";
 import { workerCommand, WORKER_HELP } from "./worker.js";
 
@@ -22,6 +24,8 @@ type Command = (argv: readonly string[], io: CommandIo) => Promise<number>;
 
 const COMMANDS: Record<string, { run: Command; help: string; summary: string }> = {
   run: { run: runCommand, help: RUN_HELP, summary: "generate text from a prompt" },
+  serve: { run: serveCommand, help: SERVE_HELP, summary: "serve an OpenAI-compatible HTTP API (one node or a cluster)" },
+  chat: { run: chatCommand, help: CHAT_HELP, summary: "chat with the model in the terminal" },
   inspect: { run: inspectCommand, help: INSPECT_HELP, summary: "show a GGUF file's metadata and tensors" },
   perplexity: { run: perplexityCommand, help: PERPLEXITY_HELP, summary: "score a text file (mean NLL, perplexity)" },
   calibrate: { run: calibrateCommand, help: CALIBRATE_HELP, summary: "fit the group-importance predictor on a corpus" },

@@ -1,17 +1,17 @@
 /** `halo run`: generate text from a prompt, on this machine or with workers (--workers). */
 import { UsageError } from "../base/index.js";
-import { ClusterCoordinator, clusterScheduleInput, kernelThreads, modelSha256, type ClusterOptions, type DeadlineOptions, type DeviceOverride, type SyncMode } from "../cluster/index.js";
-import type { LoadedModel } from "../model/index.js";
-import { PLACEMENT_CHOICES, explainSchedule, scheduleForChoice, type DeviceProfile, type PlacementChoice } from "../scheduler/index.js";
-import { Engine, LocalSynchronizer, Sampler, generate, type ResolvedSamplingOptions } from "../engine/index.js";
-import { createGroupLayout, type Placement } from "../partition/index.js";
-import { GroupSkipper, ImportancePredictor, readPredictor } from "../predictor/index.js";
-import { WIRE_FORMAT_NAMES, type LinkProfile, type WireFormat } from "../net/index.js";
+import type { SyncMode, DeadlineOptions } from "../cluster/index.js";
+import { PLACEMENT_CHOICES, type PlacementChoice } from "../scheduler/index.js";
+import { Sampler, generate } from "../engine/index.js";
+import type { Placement } from "../partition/index.js";
+import { WIRE_FORMAT_NAMES, type WireFormat } from "../net/index.js";
 import { booleanFlag, choiceFlag, integerFlag, numberFlag, parseFlags, stringFlag, type FlagSpec, type ParsedFlags } from "./flags.js";
 import { KEY_FLAGS, LINK_FLAGS, LINK_FLAGS_HELP, parseWorkerList, readClusterKey, readLinkProfile, readSeed } from "./clusterFlags.js";
 import type { CommandIo } from "./io.js";
-import { commandKernels, loadCommandModel } from "./engineSetup.js";
-import { MODEL_FLAGS, MODEL_FLAGS_HELP, SAMPLING_FLAGS, SAMPLING_FLAGS_HELP, readModelFlags, readSamplingFlags, type ModelFlagValues } from "./modelFlags.js";
+import { formatTokenStats, openGenerationSession, TokenStatsMeter, type GenerationRequest, type ImportanceRequest, type TokenStats } from "./generationSession.js";
+import { MODEL_FLAGS, MODEL_FLAGS_HELP, SAMPLING_FLAGS, SAMPLING_FLAGS_HELP, readModelFlags, readSamplingFlags } from "./modelFlags.js";
+
+export type { GenerationRequest, ImportanceRequest } from "./generationSession.js";
 
 export const GENERATION_FLAGS = {
   ...MODEL_FLAGS,
@@ -76,46 +76,6 @@ ${COORDINATOR_FLAGS_HELP}
 Link emulation of what this coordinator sends (for testing; workers take the same flags):
 ${LINK_FLAGS_HELP}`;
 
-export interface GenerationRequest {
-  modelFlags: ModelFlagValues;
-  sampling: ResolvedSamplingOptions;
-  prompt: string;
-  maxTokens: number;
-  ignoreEos: boolean;
-  json: boolean;
-  importance: ImportanceRequest;
-  /** How groups are placed on a cluster's devices. */
-  placement: PlacementChoice;
-  explain: boolean;
-  cluster?: {
-    workers: Array<{ host: string; port: number }>;
-    mode: SyncMode;
-    wire: WireFormat;
-    shares?: number[];
-    copies?: number;
-    ffnBlockSize?: number;
-    deadlines?: DeadlineOptions;
-    /** halo cluster --devices/--spec: the coordinator's compute slowdown, and every device's preset (null: none) and slowdown for the stats. */
-    computeSlowdown?: number;
-    devicePresets?: Array<string | null>;
-    slowdowns?: number[];
-    /** halo cluster --spec: each device's name and memory budget, for the profiles. */
-    devices?: DeviceOverride[];
-    clusterKey: Buffer;
-    /** The emulated link to each worker (what this coordinator sends). */
-    linkProfiles?: LinkProfile[];
-    seed?: number;
-  };
-}
-
-/** Where group importance comes from, and what uses it. */
-export interface ImportanceRequest {
-  predictorPath?: string;
-  source: "predictor" | "static";
-  criticalFraction?: number;
-  skipBelow?: number;
-}
-
 function readImportance(flags: ParsedFlags): ImportanceRequest {
   const predictorPath = stringFlag(flags, "predictor");
   const source = choiceFlag(flags, "importance", ["predictor", "static"] as const);
@@ -130,41 +90,6 @@ export function readPlacement(flags: ParsedFlags): PlacementChoice {
   const choice = choiceFlag(flags, "placement", PLACEMENT_CHOICES) ?? "uniform";
   if (choice !== "uniform" && stringFlag(flags, "shares") !== undefined) throw new UsageError(`--shares sets the split itself; it cannot be combined with --placement ${choice}`);
   return choice;
-}
-
-/**
- * The coordinator's planner for --placement: the scheduler's placement for the devices' profiles,
- * its critical sets and its soft-deadline estimate; undefined keeps the initial equal split.
- */
-export function placementPlanner(
-  choice: PlacementChoice, explain: boolean, cluster: { ffnBlockSize?: number; wire: WireFormat }, model: LoadedModel, predictor: ImportancePredictor | undefined, io: CommandIo,
-): ClusterOptions["plan"] {
-  if (choice === "uniform" && !explain) return undefined;
-  return (profiles) => {
-    const missing = profiles.findIndex((p) => p === null);
-    if (missing >= 0) {
-      io.stderr(`halo: placement stays uniform: device ${missing} sent no profile\n`);
-      return undefined;
-    }
-    const layout = createGroupLayout(model.config, cluster.ffnBlockSize);
-    const input = clusterScheduleInput(model, layout, profiles as DeviceProfile[], cluster.wire, predictor?.predictor);
-    if (explain) io.stderr(explainSchedule(input, {}, choice).text + "\n");
-    if (choice === "uniform") return undefined;
-    const schedule = scheduleForChoice(choice, input);
-    const softMs = Math.max(schedule.deadlines.attention.softMs, schedule.deadlines.ffn.softMs);
-    return { placement: schedule.placement, schedule: { critical: schedule.layers.map((l) => l.critical), softMs } };
-  };
-}
-
-/** The line saying which importance is active, and for what. */
-function describeImportance(importance: ImportanceRequest, clustered: boolean): string {
-  if (importance.predictorPath === undefined) return `halo: importance uniform (no --predictor)${clustered ? ": no contribution is critical" : ""}\n`;
-  const uses = [
-    ...(clustered ? [`the top ${Math.round((importance.criticalFraction ?? 0.25) * 100)}% of groups make their devices critical`] : []),
-    ...(importance.skipBelow === undefined ? [] : [`groups under ${(importance.skipBelow * 100).toFixed(1)}% of their phase's predicted importance are skipped`]),
-  ];
-  const what = importance.source === "static" ? "static calibration averages" : "predicted per token from each phase's input";
-  return `halo: importance ${what} (${importance.predictorPath})${uses.length === 0 ? "" : `: ${uses.join("; ")}`}\n`;
 }
 
 /** --shares 1,2,1 → [1, 2, 1]: positive finite numbers, one per device. */
@@ -210,10 +135,15 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
     return 0;
   }
   const request = readGenerationFlags(flags);
+  return executeGeneration({ ...request, cluster: workersCluster(flags, request) }, io);
+}
+
+/** The cluster of --workers h:p,… (this process coordinates), or undefined without the flag. */
+export function workersCluster(flags: ParsedFlags, request: ReturnType<typeof readGenerationFlags>): GenerationRequest["cluster"] {
   const workerList = stringFlag(flags, "workers");
-  const workers = workerList === undefined ? undefined : parseWorkerList(workerList);
-  const cluster = workers === undefined ? undefined : { workers, mode: request.mode, wire: request.wire, shares: request.shares, copies: request.copies, ffnBlockSize: request.ffnBlockSize, deadlines: request.deadlines, clusterKey: readClusterKey(flags, workers.map((w) => w.host)), linkProfiles: workers.map(() => readLinkProfile(flags)), seed: readSeed(flags), computeSlowdown: numberFlag(flags, "slowdown", 1, 1000) };
-  return executeGeneration({ ...request, cluster }, io);
+  if (workerList === undefined) return undefined;
+  const workers = parseWorkerList(workerList);
+  return { workers, mode: request.mode, wire: request.wire, shares: request.shares, copies: request.copies, ffnBlockSize: request.ffnBlockSize, deadlines: request.deadlines, clusterKey: readClusterKey(flags, workers.map((w) => w.host)), linkProfiles: workers.map(() => readLinkProfile(flags)), seed: readSeed(flags), computeSlowdown: numberFlag(flags, "slowdown", 1, 1000) };
 }
 
 /** Each device's preset and the compute slowdown applied to it, when the cluster emulates presets. */
@@ -232,76 +162,22 @@ function groupsPerDevice(placement: Placement): number[] {
 
 /** Loads the model, connects the cluster if any, generates, prints text and stats. */
 export async function executeGeneration(request: GenerationRequest, io: CommandIo): Promise<number> {
-  const { model, kernels } = await loadCommandModel(request.modelFlags);
-  let coordinator: ClusterCoordinator | undefined;
-  let synchronizer: LocalSynchronizer | undefined;
+  const session = await openGenerationSession(request, io);
   try {
-    const { importance } = request;
-    // Hashing a large model takes a while: only when a cluster or a predictor needs it.
-    const sha = request.cluster !== undefined || importance.predictorPath !== undefined ? modelSha256(request.modelFlags.modelPath) : "";
-    const predictor = importance.predictorPath === undefined ? undefined : new ImportancePredictor(await readPredictor(importance.predictorPath, sha), kernels);
-    let skipper: GroupSkipper | undefined;
-    if (request.cluster !== undefined) {
-      const c = request.cluster;
-
-      coordinator = await ClusterCoordinator.connect({
-        model,
-        modelSha256: sha,
-        predictor,
-        importance: importance.source,
-        criticalFraction: importance.criticalFraction,
-        skipBelow: importance.skipBelow,
-        clusterKey: c.clusterKey,
-        workers: c.workers,
-        mode: c.mode,
-        wire: c.wire,
-        shares: c.shares,
-        copies: c.copies,
-        ffnBlockSize: c.ffnBlockSize,
-        deadlines: c.deadlines,
-        computeSlowdown: c.computeSlowdown,
-        // The engine's kernels, and one thread besides, so the profile shows what the threads buy.
-        profileKernels: kernelThreads(kernels) > 1 ? [kernels, commandKernels(1).kernels] : [kernels],
-        devices: c.devices,
-        plan: placementPlanner(request.placement, request.explain, c, model, predictor, io),
-        linkProfiles: c.linkProfiles,
-        seed: c.seed,
-        log: (line) => io.stderr(line + "\n"),
-      });
-      skipper = coordinator.skipper;
-      if (coordinator.replanned !== undefined) io.stderr(`halo: placement ${request.placement}: ${coordinator.replanned.groupsMoved} groups moved after profiling, the workers loaded them in ${coordinator.replanned.migrationMs.toFixed(0)} ms\n`);
-    } else if (predictor !== undefined && importance.skipBelow !== undefined) {
-      const layout = createGroupLayout(model.config, predictor.predictor.ffnBlockSize);
-      const single = new GroupSkipper(predictor, layout, importance.skipBelow);
-      skipper = single;
-      synchronizer = new LocalSynchronizer(layout, (step, candidates) => single.select(step.layerIndex, step.phase, step.input, step.nTokens, candidates));
-    }
-    if (request.cluster !== undefined || importance.predictorPath !== undefined) io.stderr(describeImportance(importance, request.cluster !== undefined));
-    const engine = new Engine(model.config, model.weights, { kernels, contextLength: request.modelFlags.contextLength, synchronizer: coordinator ?? synchronizer });
+    const { model, kernels, engine, coordinator, skipper } = session;
     const sampler = new Sampler(model.config.vocabSize, request.sampling);
     const promptIds = model.tokenizer.encode(request.prompt, { addBos: true });
-    const perToken: Array<{ ms: number; syncWaitMs: number; predictorMs: number; sentBytes: number; receivedBytes: number; droppedGroups: number; dropped: number; expected: number }> = [];
-    const snapshot = () => {
-      const totals = coordinator?.totals;
-      return { at: performance.now(), sync: totals?.syncWaitMs ?? 0, predict: totals?.predictorMs ?? 0, sent: totals?.bytesSent ?? 0, received: totals?.bytesReceived ?? 0, groups: totals?.droppedGroups ?? 0, dropped: totals?.droppedContributions ?? 0, expected: totals?.expectedContributions ?? 0 };
-    };
-    let last = snapshot();
+    const perToken: TokenStats[] = [];
+    const meter = new TokenStatsMeter(coordinator);
     const result = await generate(engine, model.tokenizer, sampler, promptIds, {
       maxTokens: request.maxTokens,
       ignoreEos: request.ignoreEos,
       onToken: (id, text) => {
         if (!request.json) io.stdout(text);
         if (coordinator === undefined || id < 0) return;
-        const now = snapshot();
-        const token = { ms: now.at - last.at, syncWaitMs: now.sync - last.sync, predictorMs: now.predict - last.predict, sentBytes: now.sent - last.sent, receivedBytes: now.received - last.received, droppedGroups: now.groups - last.groups, dropped: now.dropped - last.dropped, expected: now.expected - last.expected };
+        const token = meter.next();
         perToken.push(token);
-        last = now;
-        if (!request.json) {
-          io.stderr(
-            `\n[token ${perToken.length}] ${token.ms.toFixed(1)} ms | compute ${(token.ms - token.syncWaitMs).toFixed(1)} ms${importance.predictorPath === undefined ? "" : ` (predict ${token.predictorMs.toFixed(2)} ms)`} | sync ${token.syncWaitMs.toFixed(1)} ms | ` +
-              `sent ${(token.sentBytes / 1024).toFixed(1)} kB, received ${(token.receivedBytes / 1024).toFixed(1)} kB | dropped ${token.dropped}/${token.expected} contributions (${token.droppedGroups} groups)\n`,
-          );
-        }
+        if (!request.json) io.stderr(`\n${formatTokenStats(perToken.length, token, request.importance.predictorPath !== undefined)}\n`);
       },
     });
     const t = result.timings;
@@ -321,7 +197,6 @@ export async function executeGeneration(request: GenerationRequest, io: CommandI
     }
     return 0;
   } finally {
-    await coordinator?.close();
-    model.file.close();
+    await session.close();
   }
 }

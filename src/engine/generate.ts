@@ -22,7 +22,15 @@ export interface GenerateOptions {
   onToken?: (id: number, text: string) => void;
   /** Stops generation between tokens when aborted. */
   signal?: AbortSignal;
+  /**
+   * Lets pending I/O run between tokens (one macrotask turn), so that a server sees a client
+   * disconnect, answers other requests and can abort through `signal` mid-generation. A local
+   * forward pass never yields by itself. Defaults to false: a CLI has nothing else to do.
+   */
+  yieldToEventLoop?: boolean;
 }
+
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 export type StopReason = "eos" | "max_tokens" | "context_full" | "aborted";
 
@@ -59,6 +67,7 @@ export async function generate(engine: Engine, detokenizer: StreamingDetokenizer
   const t1 = performance.now();
   let stopReason: StopReason = "max_tokens";
   while (generated.length < options.maxTokens) {
+    if (options.yieldToEventLoop === true) await nextTurn();
     if (options.signal?.aborted) {
       stopReason = "aborted";
       break;

@@ -15,3 +15,5 @@ export { convertLlama2cToGguf, readLlama2cConfig, readLlama2cTokenizer } from ".
 export type { ConvertResult, Llama2cConfig, Llama2cVocab } from "./llama2c.js";
 export { SYNTH_SHAPES, SYNTH_TYPES, syntheticVocab, writeSyntheticModel } from "./synth.js";
 export type { SynthOptions, SynthResult, SynthShape, SynthShapeName, SynthTypeName } from "./synth.js";
+export { CHAT_TEMPLATE_KEY, ChatTemplate, FALLBACK_CHAT_TEMPLATE } from "./chatTemplate.js";
+export type { ChatMessage, ChatTemplateOptions } from "./chatTemplate.js";

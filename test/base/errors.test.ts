@@ -36,6 +36,8 @@ const instances: errors.HaloError[] = [
   new errors.ScheduleError("insufficient-memory", "x"),
   new errors.MemoryBudgetError(1 << 20, 3 << 20, "x"),
   new errors.FileChangedError("/p", "x"),
+  new errors.ChatTemplateError("x"),
+  new errors.RequestError(400, "x", { param: "messages" }),
 ];
 
 test("every error class carries a registered code and its own name", () => {

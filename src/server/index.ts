@@ -1,0 +1,12 @@
+export { DEFAULT_BODY_LIMIT_BYTES, DEFAULT_MAX_QUEUE, HaloServer } from "./haloServer.js";
+export type { HaloServerOptions, ServerExtension } from "./haloServer.js";
+export type { ServerContext } from "./serverContext.js";
+export { SERVER_GENERATION_CHANNEL } from "./completionRoutes.js";
+export type { GenerationEvent } from "./completionRoutes.js";
+export { GenerationQueue } from "./generationQueue.js";
+export type { GenerationSlot } from "./generationQueue.js";
+export { ServerMetrics } from "./serverMetrics.js";
+export { StopMatcher } from "./stopStrings.js";
+export { TextGenerator } from "./textGenerator.js";
+export type { ClusterView, FinishReason, GenerationHooks, GenerationOutcome, GenerationParams, TextGeneratorOptions } from "./textGenerator.js";
+export { MAX_MESSAGES, MAX_STOP_LENGTH, MAX_STOP_STRINGS } from "./requestSchemas.js";
