@@ -11,24 +11,16 @@
  * --presets pi4,pi5 (device presets, cycled over the devices, coordinator first: each process slowed to its
  * preset's speed against the fastest listed) --quick (2 layers, 12 tokens, 4 devices, 0 and 5%).
  */
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { DEVICE_PRESET_NAMES, slowdownFactors, type DevicePresetName } from "../../src/cluster/index.js";
-import { NetnsTestbed, waitForJsonEvent } from "../../src/testbed/index.js";
 import { describeRun } from "../report.js";
+import { BENCH_CLUSTER_KEY, BENCH_PROMPT, NamespaceCluster, PROJECT_ROOT, decodeTpotMs, ensureSynthModel, haloSync } from "./namespaceCluster.js";
 import { renderReport, summarize, type RunRecord } from "./report.js";
 
-const here = fileURLToPath(new URL(".", import.meta.url));
-const root = join(here, "..", "..", "..");
-const haloMain = join(root, "dist", "src", "cli", "main.js");
-const clusterKey = "bench cluster key, 32 bytes long";
 const workerPort = 9998;
-const prompt = "Once upon a time";
 const RUN_TIMEOUT_MS = 20 * 60_000;
-const WORKER_START_TIMEOUT_MS = 120_000;
 
 const { values: flags } = parseArgs({
   options: {
@@ -64,83 +56,48 @@ if (config.devices.some((n) => !(Number.isInteger(n) && n >= 2))) throw new Erro
 if (config.modes.some((m) => m !== "relaxed" && m !== "strict")) throw new Error(`--modes takes relaxed,strict; got ${config.modes.join(",")}`);
 if (process.getuid?.() !== 0) throw new Error("bench:cluster builds network namespaces, nft rules and qdiscs: run it as root");
 
-function halo(args: string[]): string {
-  return execFileSync(process.execPath, [haloMain, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
-}
-
-/** The model file, written once by `halo synth` into the git-ignored cache (the same name bench:engine uses). */
-function ensureModel(): string {
-  const cacheDir = join(root, "bench", ".cache");
-  mkdirSync(cacheDir, { recursive: true });
-  const path = join(cacheDir, `tinyllama-1.1b-${config.nLayers}l-q4_0.gguf`);
-  if (!existsSync(path)) {
-    process.stderr.write(`writing ${path}…\n`);
-    halo(["synth", "--shape", "tinyllama-1.1b", "--type", "q4_0", "--layers", String(config.nLayers), "--seed", "1", "--out", path]);
-  }
-  return path;
-}
-
-const modelPath = ensureModel();
+const modelPath = ensureSynthModel("tinyllama-1.1b", config.nLayers);
 const linkFlags = ["--delay", String(config.delayMs), "--jitter", String(config.jitterMs)];
 // Workers emulate delay on what they send. The coordinator does too once halo run takes the same flags; until then its sends are undelayed.
-const coordinatorEmulatesDelay = halo(["run", "--help"]).includes("--delay");
-const common = ["--model", modelPath, "--threads", "1", "--cluster-key", clusterKey];
+const coordinatorEmulatesDelay = haloSync(["run", "--help"]).includes("--delay");
+const common = ["--model", modelPath, "--threads", "1", "--cluster-key", BENCH_CLUSTER_KEY];
 
-interface HaloRunJson {
-  tokens: number[];
-  cluster: { devices: number; mode: string; lostWorkers: number[]; totals: { droppedContributions: number; expectedContributions: number; syncWaitMs: number } };
-  perToken: Array<{ ms: number; syncWaitMs: number; dropped: number; expected: number }>;
-}
-
-async function measure(testbed: NetnsTestbed, mode: "relaxed" | "strict", nTokens: number): Promise<{ json: HaloRunJson; wireDrops: number }> {
-  const workers = Array.from({ length: testbed.nNodes - 1 }, (_, i) => `${testbed.address(i + 1)}:${workerPort}`).join(",");
-  const args = [haloMain, "run", ...common, "--workers", workers, "--sync", mode, "--prompt", prompt, "--max-tokens", String(nTokens), "--ignore-eos", "--temperature", "0", "--json"];
+async function measure(cluster: NamespaceCluster, mode: "relaxed" | "strict", nTokens: number): ReturnType<NamespaceCluster["runCoordinator"]> {
+  const args = [...common, "--workers", cluster.workerList(workerPort), "--sync", mode, "--prompt", BENCH_PROMPT, "--max-tokens", String(nTokens), "--ignore-eos", "--temperature", "0"];
   if (coordinatorEmulatesDelay) args.push(...linkFlags);
   if (mode === "relaxed" && config.copies !== 1) args.push("--copies", String(config.copies));
-  const coordinatorSlowdown = slowdownsFor(testbed.nNodes)[0]!;
+  const coordinatorSlowdown = slowdownsFor(cluster.nDevices)[0]!;
   if (coordinatorSlowdown > 1) args.push("--slowdown", String(coordinatorSlowdown));
-  const dropsBefore = await testbed.dropCounters();
-  const result = await testbed.exec(0, process.execPath, args, { timeoutMs: RUN_TIMEOUT_MS });
-  if (result.code !== 0) throw new Error(`halo run (${mode}, ${testbed.nNodes} devices) exited ${result.code ?? result.signal}: ${result.stderr.slice(-2000)}`);
-  const dropsAfter = await testbed.dropCounters();
-  const wireDrops = dropsAfter.reduce((sum, link, i) => sum + link.fromNodePackets + link.toNodePackets - dropsBefore[i]!.fromNodePackets - dropsBefore[i]!.toNodePackets, 0);
-  return { json: JSON.parse(result.stdout) as HaloRunJson, wireDrops };
+  return cluster.runCoordinator(args, RUN_TIMEOUT_MS);
 }
 
 async function benchDevices(nDevices: number, runs: RunRecord[]): Promise<void> {
-  const testbed = await NetnsTestbed.create({ family: "halobench", links: Array.from({ length: nDevices }, () => ({})) });
-  const stop = (): void => void testbed.close().finally(() => process.exit(130));
-  process.once("SIGINT", stop);
+  const cluster = await NamespaceCluster.start({
+    family: "halobench", nDevices,
+    workerSets: [{ port: workerPort, args: (node) => [...common, ...linkFlags, "--seed", String(node), "--slowdown", String(slowdownsFor(nDevices)[node])] }],
+  });
   try {
-    const workers = Array.from({ length: nDevices - 1 }, (_, i) =>
-      testbed.spawn(i + 1, process.execPath, [haloMain, "worker", ...common, "--host", testbed.address(i + 1), "--port", String(workerPort), ...linkFlags, "--seed", String(i + 1), "--slowdown", String(slowdownsFor(nDevices)[i + 1])], { stdio: ["ignore", "pipe", "inherit"] }),
-    );
-    await Promise.all(workers.map((child) => waitForJsonEvent(child, "listening", WORKER_START_TIMEOUT_MS)));
     // One short run pages the weights in on every device, so the first measured run does not pay for it.
-    await measure(testbed, "relaxed", 2);
+    await measure(cluster, "relaxed", 2);
     for (const lossPercent of config.lossPercents) {
-      // Loss on every worker's link, both ways; the coordinator's own link stays clean, so each message crosses one lossy hop.
-      await testbed.setLoss([0, ...Array.from({ length: nDevices - 1 }, () => lossPercent)]);
+      await cluster.setWorkerLoss(lossPercent);
       for (let repeat = 0; repeat < config.repeats; repeat++) {
         for (const mode of config.modes) {
-          const started = performance.now();
-          const { json, wireDrops } = await measure(testbed, mode, config.nTokens);
-          // The first token's time includes the prompt's prefill; TPOT counts decode steps only.
-          const tpotMs = json.perToken.slice(1).map((t) => t.ms);
-          runs.push({ devices: nDevices, lossPercent, mode, repeat, tpotMs, droppedContributions: json.cluster.totals.droppedContributions, expectedContributions: json.cluster.totals.expectedContributions, lostWorkers: json.cluster.lostWorkers, wireDrops, syncWaitMs: json.cluster.totals.syncWaitMs, wallMs: performance.now() - started });
-          process.stderr.write(`${nDevices} devices, ${lossPercent}% loss, ${mode} #${repeat + 1}: ${(performance.now() - started).toFixed(0)} ms, ${json.cluster.totals.droppedContributions}/${json.cluster.totals.expectedContributions} dropped, ${wireDrops} wire drops, lost ${JSON.stringify(json.cluster.lostWorkers)}\n`);
+          const { json, wireDrops, wallMs } = await measure(cluster, mode, config.nTokens);
+          const totals = json.cluster!.totals;
+          runs.push({ devices: nDevices, lossPercent, mode, repeat, tpotMs: decodeTpotMs(json), droppedContributions: totals.droppedContributions, expectedContributions: totals.expectedContributions, lostWorkers: json.cluster!.lostWorkers, wireDrops, syncWaitMs: totals.syncWaitMs, wallMs });
+          process.stderr.write(`${nDevices} devices, ${lossPercent}% loss, ${mode} #${repeat + 1}: ${wallMs.toFixed(0)} ms, ${totals.droppedContributions}/${totals.expectedContributions} dropped, ${wireDrops} wire drops, lost ${JSON.stringify(json.cluster!.lostWorkers)}\n`);
         }
       }
     }
   } finally {
-    process.removeListener("SIGINT", stop);
-    await testbed.close();
+    await cluster.close();
   }
 }
 
 /** One device, no network: what the cluster's TPOT compares against. */
 function singleDeviceMsPerToken(): number {
-  const json = JSON.parse(halo(["run", "--model", modelPath, "--threads", "1", "--prompt", prompt, "--max-tokens", String(config.nTokens), "--ignore-eos", "--temperature", "0", "--json"])) as { timings: { msPerToken: number } };
+  const json = JSON.parse(haloSync(["run", "--model", modelPath, "--threads", "1", "--prompt", BENCH_PROMPT, "--max-tokens", String(config.nTokens), "--ignore-eos", "--temperature", "0", "--json"])) as { timings: { msPerToken: number } };
   return json.timings.msPerToken;
 }
 
@@ -152,7 +109,7 @@ const run = describeRun();
 const setting = `${config.nLayers}-layer TinyLlama-1.1B-shape Q4_0, ${config.nTokens} tokens (TPOT over the last ${config.nTokens - 1}), ${config.repeats} repeat(s), --threads 1 per process; ` +
   `${config.presets.length === 0 ? "" : `device presets ${config.presets.join(",")} (cycled, coordinator first); `}${config.copies === 1 ? "" : `relaxed sends every datagram ${config.copies} times; `}links: ${config.delayMs} ms delay ± ${config.jitterMs} ms jitter emulated on everything each device sends${coordinatorEmulatesDelay ? "" : " but the coordinator (halo run has no --delay)"} (datagrams and, in order, TCP messages); loss dropped by nft on every worker link`;
 console.log(`\n${run.line}\n${setting}\none device, no network, 1 thread: ${singleDeviceMs.toFixed(1)} ms/token (${(1000 / singleDeviceMs).toFixed(2)} tok/s)\n\n${renderReport(summary)}\n`);
-const outDir = join(root, "bench", "results", "cluster");
+const outDir = join(PROJECT_ROOT, "bench", "results", "cluster");
 mkdirSync(outDir, { recursive: true });
 const outPath = join(outDir, `${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
 writeFileSync(outPath, JSON.stringify({ ...run.record, config, coordinatorEmulatesDelay, setting, singleDeviceMsPerToken: singleDeviceMs, summary, runs }, null, 2));

@@ -23,6 +23,7 @@ import { readClusterSpec, type LocalDevice } from "./clusterSpec.js";
 import { placementPlanner } from "./generationSession.js";
 import { readPlacement } from "./run.js";
 import { loadCommandModel } from "./engineSetup.js";
+import { linePlot } from "./linePlot.js";
 import { MODEL_FLAGS, MODEL_FLAGS_HELP, readModelFlags } from "./modelFlags.js";
 
 export const EVAL_HELP = `usage: halo eval [--model F] --predictor P --corpus T [--tokens N] [--window L] [--fractions 5,10,20,30,50]
@@ -146,35 +147,18 @@ export async function evaluateFidelity(model: LoadedModel, kernels: MatrixKernel
 
 /** Perplexity against drop fraction, one line per policy, as a self-contained SVG. */
 export function fidelityPlot(report: FidelityReport): string {
-  const width = 640;
-  const height = 400;
-  const margin = { left: 60, right: 130, top: 20, bottom: 45 };
   const dense = report.points.find((p) => p.policy === "dense")!;
-  const points = report.points.filter((p) => p.policy !== "dense");
-  const maxX = Math.max(...points.map((p) => p.dropPercent));
-  const maxY = Math.max(...points.map((p) => p.perplexity));
-  const x = (v: number): number => margin.left + (v / maxX) * (width - margin.left - margin.right);
-  const y = (v: number): number => height - margin.bottom - ((v - dense.perplexity * 0.95) / (maxY - dense.perplexity * 0.95)) * (height - margin.top - margin.bottom);
   const colours: Record<DropPolicy, string> = { predictor: "#1f77b4", oracle: "#2ca02c", static: "#ff7f0e", random: "#d62728" };
-  const lines = DROP_POLICIES.map((policy, i) => {
-    const series = [dense, ...points.filter((p) => p.policy === policy)];
-    const path = series.map((p, j) => `${j === 0 ? "M" : "L"}${x(p.dropPercent).toFixed(1)},${y(p.perplexity).toFixed(1)}`).join(" ");
-    return `<path d="${path}" fill="none" stroke="${colours[policy]}" stroke-width="2"/>` +
-      `<text x="${width - margin.right + 10}" y="${margin.top + 20 * i + 10}" fill="${colours[policy]}" font-size="13">${policy}</text>`;
-  }).join("\n");
-  const ticks = [...new Set(points.map((p) => p.dropPercent))].map((v) => `<text x="${x(v).toFixed(1)}" y="${height - margin.bottom + 18}" font-size="12" text-anchor="middle">${v}%</text>`).join("");
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif">
-<rect width="100%" height="100%" fill="white"/>
-<line x1="${margin.left}" y1="${height - margin.bottom}" x2="${width - margin.right}" y2="${height - margin.bottom}" stroke="black"/>
-<line x1="${margin.left}" y1="${margin.top}" x2="${margin.left}" y2="${height - margin.bottom}" stroke="black"/>
-<text x="${margin.left - 8}" y="${y(dense.perplexity).toFixed(1)}" font-size="12" text-anchor="end">${dense.perplexity.toFixed(2)}</text>
-<text x="${margin.left - 8}" y="${y(maxY).toFixed(1)}" font-size="12" text-anchor="end">${maxY.toFixed(2)}</text>
-${ticks}
-<text x="${(width - margin.right + margin.left) / 2}" y="${height - 8}" font-size="13" text-anchor="middle">groups dropped per token and layer phase</text>
-<text x="14" y="${height / 2}" font-size="13" transform="rotate(-90 14 ${height / 2})" text-anchor="middle">perplexity</text>
-${lines}
-</svg>
-`;
+  return linePlot({
+    xLabel: "groups dropped per token and layer phase",
+    yLabel: "perplexity",
+    xFormat: (v) => `${v}%`,
+    yMin: dense.perplexity * 0.95,
+    series: DROP_POLICIES.map((policy) => ({
+      label: policy, colour: colours[policy],
+      points: [dense, ...report.points.filter((p) => p.policy === policy)].map((p) => [p.dropPercent, p.perplexity] as const),
+    })),
+  });
 }
 
 export async function evalCommand(argv: readonly string[], io: CommandIo): Promise<number> {

@@ -18,6 +18,7 @@ import { evalCommand, EVAL_HELP } from "./evalCommand.js";
 import { runCommand, RUN_HELP } from "./run.js";
 import { serveCommand, SERVE_HELP } from "./serve.js";
 import { synthCommand, SYNTH_HELP } from "./synth.js";
+import { testbedCommand, TESTBED_HELP } from "./testbed.js";
 import { workerCommand, WORKER_HELP } from "./worker.js";
 
 type Command = (argv: readonly string[], io: CommandIo) => Promise<number>;
@@ -34,6 +35,7 @@ const COMMANDS: Record<string, { run: Command; help: string; summary: string }> 
   synth: { run: synthCommand, help: SYNTH_HELP, summary: "write a synthetic model with real shapes" },
   worker: { run: workerCommand, help: WORKER_HELP, summary: "serve a share of the model to a coordinator" },
   cluster: { run: clusterCommand, help: CLUSTER_HELP, summary: "run a local cluster of N processes with emulated links" },
+  testbed: { run: (argv, io) => testbedCommand(argv, io), help: TESTBED_HELP, summary: "build, inspect or remove a namespace testbed: one network namespace per device, loss on the wire (root)" },
   profile: { run: profileCommand, help: PROFILE_HELP, summary: "measure this device for the scheduler: compute per group, memory, disk" },
   doctor: { run: doctorCommand, help: DOCTOR_HELP, summary: "show the runtime and the native kernel build" },
 };

@@ -94,16 +94,23 @@ const MIN_BURST_BYTES = 10 * 1514;
 /** nft's `numgen random mod` range: loss has a resolution of 0.01%. */
 const LOSS_DRAW_RANGE = 10_000;
 
-const FAMILY_PATTERN = /^[a-z][a-z0-9]{0,11}$/;
+/** A family is also a prefix of namespace names, so it stays short and shell-safe. */
+export const TESTBED_FAMILY_PATTERN = /^[a-z][a-z0-9]{0,11}$/;
 const NAME_PATTERN = /^([a-z][a-z0-9]{0,11})-(\d{1,10})-([0-9a-z]{1,8})$/;
 
 /**
+ * The owner pid of a testbed that outlives the process that built it (`halo testbed up`): a state
+ * file owns it instead, so sweeps for a dead owner's leftovers must never take it.
+ */
+export const PERSISTENT_OWNER_PID = 0;
+
+/**
  * `<family>-<ownerPid>-<tag>`: the family groups the testbeds of one tool (a test file, a
- * benchmark), the owner's pid tells a crashed run's leftovers from a live concurrent run's, and
- * the tag tells apart several testbeds of one process.
+ * benchmark), the owner's pid tells a crashed run's leftovers from a live concurrent run's
+ * (`PERSISTENT_OWNER_PID`: no owning process), and the tag tells apart several testbeds of one process.
  */
 export function testbedName(family: string, ownerPid: number, tag: string): string {
-  if (!FAMILY_PATTERN.test(family)) throw new UsageError(`testbed family '${family}' must match ${FAMILY_PATTERN}`);
+  if (!TESTBED_FAMILY_PATTERN.test(family)) throw new UsageError(`testbed family '${family}' must match ${TESTBED_FAMILY_PATTERN}`);
   const name = `${family}-${ownerPid}-${tag}`;
   if (!NAME_PATTERN.test(name)) throw new UsageError(`testbed name '${name}' must match ${NAME_PATTERN}`);
   return name;
@@ -236,20 +243,46 @@ export function parseNamespaceList(text: string): string[] {
   return text.split("\n").map((line) => line.trim().split(/\s+/)[0] ?? "").filter((name) => name !== "");
 }
 
+/** What a namespace's name says about the testbed it belongs to; undefined for anyone else's namespace. */
+export interface TestbedNamespace {
+  namespace: string;
+  /** The testbed's name (`testbedName()`). */
+  name: string;
+  family: string;
+  ownerPid: number;
+  /** The bridge, or node i. */
+  role: "bridge" | number;
+}
+
+export function parseTestbedNamespace(namespace: string): TestbedNamespace | undefined {
+  const match = /^(.+)-(br|n(\d+))$/.exec(namespace);
+  const name = match === null ? null : NAME_PATTERN.exec(match[1]!);
+  if (match === null || name === null) return undefined;
+  return { namespace, name: match[1]!, family: name[1]!, ownerPid: Number(name[2]), role: match[2] === "br" ? "bridge" : Number(match[3]) };
+}
+
+/** Deletions of the listed namespaces of `family` that `remove` selects, nodes before bridges (as in planTestbed's teardown). */
+function planFamilyDeletion(existingNamespaces: readonly string[], family: string, remove: (ownerPid: number) => boolean): Argv[] {
+  const doomed = existingNamespaces.map(parseTestbedNamespace).filter((ns): ns is TestbedNamespace => ns !== undefined && ns.family === family && remove(ns.ownerPid)).map((ns) => ns.namespace);
+  doomed.sort((a, b) => Number(a.endsWith("-br")) - Number(b.endsWith("-br")) || a.localeCompare(b));
+  return doomed.map((ns): Argv => ["ip", "netns", "del", ns]);
+}
+
 /**
  * Deletes the namespaces of `family`'s testbeds whose owner process is gone (a crashed or
  * killed run); a live owner's testbed is left alone, since test files and benchmarks may run
- * side by side.
+ * side by side, and so is a persistent one (`halo testbed up`), which has no owner process.
  */
 export function planLeftoverTeardown(existingNamespaces: readonly string[], family: string, isProcessAlive: (pid: number) => boolean): Argv[] {
-  const leftovers = existingNamespaces.filter((ns) => {
-    const match = /^(.+)-(br|n\d+)$/.exec(ns);
-    const name = match === null ? null : NAME_PATTERN.exec(match[1]!);
-    return name != null && name[1] === family && !isProcessAlive(Number(name[2]));
-  });
-  // Node namespaces before bridges, as in planTestbed's teardown.
-  leftovers.sort((a, b) => Number(a.endsWith("-br")) - Number(b.endsWith("-br")) || a.localeCompare(b));
-  return leftovers.map((ns): Argv => ["ip", "netns", "del", ns]);
+  return planFamilyDeletion(existingNamespaces, family, (pid) => pid !== PERSISTENT_OWNER_PID && !isProcessAlive(pid));
+}
+
+/**
+ * `halo testbed down`'s sweep by name, for when the state file is lost: every persistent testbed
+ * of `family` and every leftover of a dead owner; a live process's testbed is still left alone.
+ */
+export function planFamilyTeardown(existingNamespaces: readonly string[], family: string, isProcessAlive: (pid: number) => boolean): Argv[] {
+  return planFamilyDeletion(existingNamespaces, family, (pid) => pid === PERSISTENT_OWNER_PID || !isProcessAlive(pid));
 }
 
 function parseJson(argv: Argv, text: string): unknown {

@@ -1,16 +1,17 @@
 /**
  * Runs the plans of `netns.ts`: builds a testbed, runs processes in its nodes, changes loss on
- * the fly, reads the wire's counters, and always tears it down (after a failed setup too, and
- * on process exit). Commands run with execFile, never a shell. Needs root, `ip` (iproute2),
- * `nft` (nftables) and `tc`.
+ * the fly, reads the wire's counters, and always tears it down (after a failed setup too, on
+ * process exit, and on SIGINT, SIGTERM or SIGHUP), unless it was made to outlive its process
+ * (`persistent`, for `halo testbed up`). Commands run with execFile, never a shell. Needs root,
+ * `ip` (iproute2), `nft` (nftables) and `tc`.
  */
 import { execFile, execFileSync, spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createInterface } from "node:readline";
 import { TestbedError, describeError } from "../base/index.js";
 import {
-  LIST_NAMESPACES, parseDropCounters, parseNamespaceList, parseQdiscStats, planDropCounterRead, planLeftoverTeardown, planLossUpdate,
-  planQdiscRead, planTestbed, testbedName, type Argv, type LinkDropCounters, type LinkQdiscStats, type TestbedLink, type TestbedPlan,
+  LIST_NAMESPACES, PERSISTENT_OWNER_PID, parseDropCounters, parseNamespaceList, parseQdiscStats, planDropCounterRead, planFamilyTeardown, planLeftoverTeardown,
+  planLossUpdate, planQdiscRead, planTestbed, testbedName, type Argv, type LinkDropCounters, type LinkQdiscStats, type TestbedLink, type TestbedPlan,
   type TestbedTopology,
 } from "./netns.js";
 
@@ -52,6 +53,19 @@ export async function removeLeftoverTestbeds(family: string, run: CommandRunner 
   return commands.map((argv) => argv[3]!);
 }
 
+/**
+ * `halo testbed down`'s fallback when its state file is gone: deletes `family`'s persistent
+ * testbeds and dead owners' leftovers; returns the namespaces removed.
+ */
+export async function removeFamilyTestbeds(family: string, run: CommandRunner = runCommand): Promise<string[]> {
+  const commands = planFamilyTeardown(parseNamespaceList(await run(LIST_NAMESPACES)), family, isProcessAlive);
+  for (const argv of commands) await run(argv);
+  return commands.map((argv) => argv[3]!);
+}
+
+/** The signals after which a testbed would otherwise be left behind: Node's default action ends the process without 'exit'. */
+const TEARDOWN_SIGNALS: readonly NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+
 export interface NetnsTestbedOptions {
   /** Groups this tool's testbeds; leftovers of the same family from dead processes are removed first. */
   family: string;
@@ -61,6 +75,12 @@ export interface NetnsTestbedOptions {
   queueLatencyMs?: number;
   /** Defaults to execFile. */
   run?: CommandRunner;
+  /**
+   * Outlive this process (`halo testbed up`): named with PERSISTENT_OWNER_PID, so no leftover
+   * sweep takes it, and not torn down on exit or signals; `NetnsTestbed.attach(…).close()`
+   * removes it later. Defaults to false.
+   */
+  persistent?: boolean;
 }
 
 export interface ExecResult {
@@ -75,17 +95,26 @@ export class NetnsTestbed {
   private readonly children = new Set<ChildProcess>();
   private closing: Promise<void> | undefined;
   private readonly teardownOnExit = (): void => this.teardownSync();
+  private readonly teardownOnSignal = (signal: NodeJS.Signals): void => {
+    this.teardownSync();
+    // Handling a signal cancels its default action; re-raise it unless someone else handles it (and so decides).
+    if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+  };
 
-  private constructor(readonly topology: TestbedTopology, readonly plan: TestbedPlan, private readonly run: CommandRunner) {
+  private constructor(readonly topology: TestbedTopology, readonly plan: TestbedPlan, private readonly run: CommandRunner, ownsLifetime: boolean) {
+    if (!ownsLifetime) return;
     // A crash between create() and close() still removes the namespaces (an 'exit' handler must be synchronous).
     process.once("exit", this.teardownOnExit);
+    for (const signal of TEARDOWN_SIGNALS) process.once(signal, this.teardownOnSignal);
   }
 
   static async create(options: NetnsTestbedOptions): Promise<NetnsTestbed> {
     const run = options.run ?? runCommand;
     await removeLeftoverTestbeds(options.family, run);
-    const topology: TestbedTopology = { name: testbedName(options.family, process.pid, randomBytes(3).toString("hex")), links: options.links, subnet: options.subnet, queueLatencyMs: options.queueLatencyMs };
-    const testbed = new NetnsTestbed(topology, planTestbed(topology), run);
+    const persistent = options.persistent ?? false;
+    const ownerPid = persistent ? PERSISTENT_OWNER_PID : process.pid;
+    const topology: TestbedTopology = { name: testbedName(options.family, ownerPid, randomBytes(3).toString("hex")), links: options.links, subnet: options.subnet, queueLatencyMs: options.queueLatencyMs };
+    const testbed = new NetnsTestbed(topology, planTestbed(topology), run, !persistent);
     try {
       for (const argv of testbed.plan.setup) await run(argv);
     } catch (error) {
@@ -93,6 +122,21 @@ export class NetnsTestbed {
       throw error;
     }
     return testbed;
+  }
+
+  /**
+   * A handle on a testbed that already exists (a persistent one, from `halo testbed up`'s state
+   * file): read its counters, change its loss, or close() to delete it. Its lifetime stays its own.
+   */
+  static attach(topology: TestbedTopology, run: CommandRunner = runCommand): NetnsTestbed {
+    return new NetnsTestbed(topology, planTestbed(topology), run, false);
+  }
+
+  /** Which of the testbed's namespaces exist: the bridge and every node's. */
+  async presentNamespaces(): Promise<{ present: string[]; missing: string[] }> {
+    const existing = new Set(parseNamespaceList(await this.run(LIST_NAMESPACES)));
+    const all = [this.plan.bridgeNamespace, ...this.plan.nodeNamespaces];
+    return { present: all.filter((ns) => existing.has(ns)), missing: all.filter((ns) => !existing.has(ns)) };
   }
 
   get nNodes(): number {
@@ -163,11 +207,17 @@ export class NetnsTestbed {
       if (!existing.has(argv[3]!)) continue; // never created, as after a setup that failed early
       await this.run(argv).catch((error: unknown) => failures.push(error));
     }
-    process.removeListener("exit", this.teardownOnExit);
+    this.removeLifetimeHooks();
     if (failures.length > 0) throw failures[0];
   }
 
+  private removeLifetimeHooks(): void {
+    process.removeListener("exit", this.teardownOnExit);
+    for (const signal of TEARDOWN_SIGNALS) process.removeListener(signal, this.teardownOnSignal);
+  }
+
   private teardownSync(): void {
+    this.removeLifetimeHooks();
     for (const child of this.children) child.kill("SIGKILL");
     for (const argv of this.plan.teardown) {
       try {

@@ -4,12 +4,14 @@
  * compiled `halo` CLI in three namespaces on a Linux bridge and needs root.
  */
 import assert from "node:assert/strict";
-import type { ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import { after, before, describe, test } from "node:test";
 import { HaloError, TestbedError } from "../../src/base/index.js";
 import {
-  NetnsTestbed, parseDropCounters, parseNamespaceList, parseQdiscStats, planLeftoverTeardown, planLossUpdate, planTestbed, testbedName, waitForJsonEvent,
+  NetnsTestbed, PERSISTENT_OWNER_PID, parseDropCounters, parseNamespaceList, parseQdiscStats, parseTestbedNamespace, planFamilyTeardown, planLeftoverTeardown,
+  planLossUpdate, planTestbed, runCommand, testbedName, waitForJsonEvent,
   type Argv, type LinkDropCounters, type LinkQdiscStats, type TestbedTopology,
 } from "../../src/testbed/index.js";
 import { describeRun, haloMainPath, parseJsonLine, runHalo, type HaloRun } from "../helpers/cliRunner.js";
@@ -97,6 +99,20 @@ test("leftovers: only the family's namespaces whose owner died, nodes before bri
   ]);
 });
 
+test("persistent testbeds (owner pid 0) survive leftover sweeps; the family sweep takes them and dead owners' leftovers only", () => {
+  const listed = ["halotb-0-aa-n0", "halotb-0-aa-br", "halotb-100-bb-br", "halotb-200-cc-n0", "other-0-dd-br", "halotb-0"];
+  const alive = (pid: number): boolean => pid === 200;
+  assert.deepEqual(planLeftoverTeardown(listed, "halotb", alive), [["ip", "netns", "del", "halotb-100-bb-br"]]);
+  assert.deepEqual(planFamilyTeardown(listed, "halotb", alive), [
+    ["ip", "netns", "del", "halotb-0-aa-n0"],
+    ["ip", "netns", "del", "halotb-0-aa-br"],
+    ["ip", "netns", "del", "halotb-100-bb-br"],
+  ]);
+  assert.deepEqual(parseTestbedNamespace("halotb-0-aa-n12"), { namespace: "halotb-0-aa-n12", name: "halotb-0-aa", family: "halotb", ownerPid: 0, role: 12 });
+  assert.equal(parseTestbedNamespace("halotb-0-aa")?.role, undefined);
+  assert.equal(PERSISTENT_OWNER_PID, 0);
+});
+
 test("nft counters and tc statistics are read per link", () => {
   const counter = (name: string, packets: number, bytes: number) => ({ counter: { family: "bridge", name, table: "halo_wire", handle: 1, packets, bytes } });
   const nft = JSON.stringify({ nftables: [{ metainfo: { version: "1.0.6" } }, counter("hp0_from", 0, 0), counter("hp0_to", 0, 0), counter("hp1_from", 3, 300), counter("hp1_to", 7, 910)] });
@@ -150,6 +166,23 @@ test("the executor removes a dead owner's leftovers, builds in plan order, and t
   assert.deepEqual([...fake.namespaces], []);
 });
 
+test("a persistent testbed is not torn down with its process; attach() finds it again and close() removes it", async () => {
+  const fake = recordingRunner();
+  const hooks = (): number => process.listenerCount("exit") + process.listenerCount("SIGINT");
+  const before = hooks();
+  const made = await NetnsTestbed.create({ family: "halofake", links: [{}, {}], persistent: true, run: fake.run });
+  assert.match(made.topology.name, /^halofake-0-[0-9a-f]{6}$/);
+  assert.equal(hooks(), before, "no exit or signal hooks");
+  const attached = NetnsTestbed.attach(made.topology, fake.run);
+  assert.deepEqual((await attached.presentNamespaces()).missing, []);
+  await attached.close();
+  assert.deepEqual([...fake.namespaces], []);
+  const transient = await NetnsTestbed.create({ family: "halofake", links: [{}], run: fake.run });
+  assert.equal(hooks(), before + 2, "an owned testbed hooks exit and SIGINT");
+  await transient.close();
+  assert.equal(hooks(), before);
+});
+
 test("a failed setup tears down what it built and reports the command that failed", async () => {
   const fake = recordingRunner((argv) => argv.includes("veth"));
   await assert.rejects(NetnsTestbed.create({ family: "halofake", links: [{}, {}], run: fake.run }), (error: unknown) => error instanceof TestbedError && error.argv.includes("veth") && /injected failure/.test(error.message));
@@ -161,6 +194,29 @@ test("a failed setup tears down what it built and reports the command that faile
 const isRoot = process.getuid?.() === 0;
 const skip = isRoot ? false : "needs root to create network namespaces, nft rules and tc qdiscs (CI runs as root)";
 if (!isRoot) process.stderr.write(`# netns.test: the real network tests are skipped: ${skip}\n`);
+
+describe("a testbed's owner interrupted", { skip }, () => {
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    test(`${signal} removes its namespaces, then ends the process as the signal would`, async () => {
+      const testbedIndex = pathToFileURL(path.join(projectRoot(), "dist", "src", "testbed", "index.js")).href;
+      const script = `const { NetnsTestbed } = await import(${JSON.stringify(testbedIndex)});
+        const testbed = await NetnsTestbed.create({ family: "halosig", links: [{}, { lossPercent: 1 }] });
+        console.log(testbed.topology.name);
+        setInterval(() => {}, 1000);`;
+      const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+      const name = await new Promise<string>((resolve, reject) => {
+        child.stdout.setEncoding("utf8").once("data", (text: string) => resolve(text.trim()));
+        child.once("exit", (code) => reject(new Error(`exited ${code} before building its testbed`)));
+      });
+      const ours = async (): Promise<string[]> => parseNamespaceList(await runCommand(["ip", "netns", "list"])).filter((ns) => ns.startsWith(`${name}-`));
+      assert.equal((await ours()).length, 3);
+      const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once("exit", (_code, how) => resolve(how)));
+      child.kill(signal);
+      assert.equal(await exited, signal);
+      assert.deepEqual(await ours(), []);
+    });
+  }
+});
 
 const modelPath = path.join(projectRoot(), "models", "stories260K.gguf");
 const clusterKey = "netns test cluster key, 32 bytes";
