@@ -3,7 +3,7 @@ import { basename } from "node:path";
 import { pino, type Logger } from "pino";
 import { UsageError } from "../base/index.js";
 import { ChatTemplate } from "../model/index.js";
-import { DEFAULT_BODY_LIMIT_BYTES, DEFAULT_MAX_QUEUE, HaloServer, TextGenerator } from "../server/index.js";
+import { DEFAULT_BODY_LIMIT_BYTES, DEFAULT_MAX_QUEUE, HaloServer, TextGenerator, dashboardExtension } from "../server/index.js";
 import { TARGET_FLAGS, TARGET_FLAGS_HELP, generationTarget } from "./cluster.js";
 import { booleanFlag, choiceFlag, integerFlag, parseFlags, stringFlag, type FlagSpec } from "./flags.js";
 import type { CommandIo } from "./io.js";
@@ -26,7 +26,8 @@ export const SERVE_HELP = `usage: halo serve [--model F] [--workers h:p,… | --
 
 Serves the model over an OpenAI-compatible HTTP API (docs/server.md): POST /v1/chat/completions
 and /v1/completions (streaming with "stream": true), GET /v1/models, /health and /metrics
-(Prometheus). One generation runs at a time; others wait in a bounded queue. Logs are JSON lines
+(Prometheus), and a live dashboard at / (devices, links, placement, per-token latency, chat).
+One generation runs at a time; others wait in a bounded queue. Logs are JSON lines
 (pino) on stderr. SIGINT or SIGTERM stops accepting, lets the running generation finish (up to
 10 s), closes the cluster and exits 0.
       --host H           address to listen on (default 127.0.0.1)
@@ -85,7 +86,7 @@ export async function serveCommand(argv: readonly string[], io: CommandIo): Prom
   try {
     session = await openGenerationSession(request, logIo);
     const generator = sessionGenerator(session, request);
-    const server = await HaloServer.create({ generator, apiKey, maxQueue, bodyLimitBytes: bodyLimitKb * 1024, defaultMaxTokens: request.maxTokens, logger });
+    const server = await HaloServer.create({ generator, apiKey, maxQueue, bodyLimitBytes: bodyLimitKb * 1024, defaultMaxTokens: request.maxTokens, logger, extensions: [dashboardExtension()] });
     const { url } = await server.listen(host, port);
     const signal = waitForSignal();
     if (apiKey === undefined && !/^(127\.|localhost$|::1$)/.test(host)) logger.warn({ host }, "listening beyond loopback without --api-key: anyone who can reach this port can use the model");

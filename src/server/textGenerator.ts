@@ -9,8 +9,15 @@ import type { ClusterCoordinator } from "../cluster/index.js";
 import type { ChatMessage, ChatTemplate, Tokenizer } from "../model/index.js";
 import { StopMatcher } from "./stopStrings.js";
 
-/** What the server reads of a cluster coordinator: totals, links, devices. */
-export type ClusterView = Pick<ClusterCoordinator, "nDevices" | "totals" | "lostWorkers" | "linkStats" | "profiles">;
+/** What the server reads of a cluster coordinator: totals, links, devices, and which device computes each group. */
+export type ClusterView = Pick<ClusterCoordinator, "nDevices" | "totals" | "lostWorkers" | "linkStats" | "profiles" | "placement">;
+
+/** How many neuron groups the model splits into, per layer and phase (the placement's shape). */
+export interface GroupShape {
+  nLayers: number;
+  nAttentionGroups: number;
+  nFfnGroups: number;
+}
 
 export interface TextGeneratorOptions {
   /** The id clients name the model by (GET /v1/models). */
@@ -68,6 +75,11 @@ export class TextGenerator {
   /** Tokens in the KV cache: prompt and completion together. */
   get contextLength(): number {
     return this.#options.engine.contextLength;
+  }
+
+  get groupShape(): GroupShape {
+    const { config, layout } = this.#options.engine;
+    return { nLayers: config.nLayers, nAttentionGroups: layout.nAttentionGroups, nFfnGroups: layout.nFfnGroups };
   }
 
   get chatTemplate(): ChatTemplate {

@@ -1,7 +1,8 @@
 /**
  * `halo serve --local 2` as a user runs it: a real coordinator and worker process on loopback
  * with emulated loss, answering through the openai client, with per-link gauges in /metrics,
- * and a graceful SIGTERM (exit 0 with the cluster closed).
+ * the dashboard mounted, and a graceful SIGTERM (exit 0 with the cluster closed, even with a
+ * dashboard event stream open).
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -11,6 +12,8 @@ import OpenAI from "openai";
 import { createServer } from "node:net";
 import { assertErrorLine, haloMainPath, runHalo } from "../helpers/cliRunner.js";
 import { stories260KPath } from "../helpers/golden.js";
+import type { DashboardSnapshot } from "../../src/server/index.js";
+import { SseReader } from "./dashboardHarness.js";
 import { metricValue } from "./serverHarness.js";
 
 test("halo serve --local 2 answers a chat completion over a lossy 2-process cluster and exits 0 on SIGTERM", { timeout: 120_000 }, async () => {
@@ -61,10 +64,19 @@ test("halo serve --local 2 answers a chat completion over a lossy 2-process clus
     assert.ok(metricValue(metrics, "halo_cluster_groups_dropped_total") !== undefined);
     assert.equal(metricValue(metrics, "halo_tokens_generated_total"), 8);
 
+    // The dashboard is mounted, and an open event stream does not hold up shutdown.
+    const page = await fetch(`${url}/`);
+    assert.deepEqual([page.status, page.headers.get("content-type")], [200, "text/html; charset=utf-8"]);
+    await page.body?.cancel();
+    const events = new SseReader(await fetch(`${url}/dashboard/events`));
+    const snapshot = JSON.parse((await events.next()).data) as DashboardSnapshot;
+    assert.deepEqual([snapshot.devices.length, snapshot.links.length, snapshot.placement.nDevices], [2, 1, 2]);
+
     child.kill("SIGTERM");
     const { code, signal } = await exited;
     assert.deepEqual({ code, signal }, { code: 0, signal: null }, stderrLines.join("\n"));
-    assert.deepEqual(records.slice(-2).map((r) => r["msg"]), ["shutting down", "stopped"]);
+    // The dashboard stream, ended by the shutdown, logs its completion in between.
+    assert.deepEqual(records.filter((r) => r["msg"] !== "request completed").slice(-2).map((r) => r["msg"]), ["shutting down", "stopped"]);
     assert.equal(stdout, "", "logs go to stderr only");
   } finally {
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
