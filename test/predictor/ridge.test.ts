@@ -28,10 +28,9 @@ function planted(seed: number, d: number, g: number, rank: number) {
   return { sample };
 }
 
-test("ridge regression recovers a planted low-rank importance structure: recall@3 ≥ 0.9, Spearman ≥ 0.9 on held-out samples", () => {
-  const d = 32;
-  const g = 12;
-  const { sample } = planted(11, d, g, 3);
+/** A ridge fit on 3000 noisy samples of a planted structure, and its sampler for held-out data. */
+function fitPlanted(seed: number, d: number, g: number, rank: number) {
+  const { sample } = planted(seed, d, g, rank);
   const fit = new RidgeAccumulator(d, g);
   const x = new Float64Array(d);
   const y = new Float64Array(g);
@@ -39,6 +38,13 @@ test("ridge regression recovers a planted low-rank importance structure: recall@
     sample(x, y, 0.1);
     fit.add(x, 0, y, 0);
   }
+  return { fit, sample, x, y };
+}
+
+test("ridge regression recovers a planted low-rank importance structure: recall@3 ≥ 0.9, Spearman ≥ 0.9 on held-out samples", () => {
+  const d = 32;
+  const g = 12;
+  const { fit, sample, x, y } = fitPlanted(11, d, g, 3);
   const map = fit.solve(1e-3);
   const predicted = new Float64Array(g);
   let recall = 0;
@@ -88,14 +94,7 @@ test("metrics: top-k, recall@k and Spearman on hand-made cases; bad fits are ref
 test("reduced rank: a planted rank-3 structure is kept at rank 3 (recall@3 ≥ 0.9), the factors multiply to the map, and applying them agrees", () => {
   const d = 32;
   const g = 12;
-  const { sample } = planted(5, d, g, 3);
-  const fit = new RidgeAccumulator(d, g);
-  const x = new Float64Array(d);
-  const y = new Float64Array(g);
-  for (let n = 0; n < 3000; n++) {
-    sample(x, y, 0.1);
-    fit.add(x, 0, y, 0);
-  }
+  const { fit, sample, x, y } = fitPlanted(5, d, g, 3);
   const full = fit.solve(1e-3);
   const low = fit.solve(1e-3, 3);
   assert.equal(low.factors?.rank, 3);
