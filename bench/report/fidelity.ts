@@ -21,6 +21,8 @@ export interface FidelitySettings {
   window: number;
   /** The eval's own drop table: percentages of groups dropped by each policy. */
   dropPercents: readonly number[];
+  /** Datagram copies in the relaxed protocol (halo eval --copies). */
+  copies: number;
   configHash: string;
   commit: string;
 }
@@ -63,7 +65,7 @@ export function measureFidelity(devices: number, lossPercent: number, placement:
     const jsonPath = join(dir, "eval.json");
     haloSync([
       "eval", "--model", settings.modelPath, "--predictor", predictorPath, "--corpus", evaluationCorpus, "--tokens", String(settings.evalTokens), "--window", String(settings.window),
-      "--fractions", settings.dropPercents.join(","), "--cluster", String(devices), "--loss", String(lossPercent), "--placement", placement, "--json", jsonPath,
+      "--fractions", settings.dropPercents.join(","), "--cluster", String(devices), "--loss", String(lossPercent), "--placement", placement, "--copies", String(settings.copies), "--json", jsonPath,
     ]);
     const json = JSON.parse(readFileSync(jsonPath, "utf8")) as EvalJson;
     const dense = json.points.find((p) => p.policy === "dense")!;

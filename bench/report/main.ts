@@ -15,6 +15,7 @@
  * --tokens N (24) --repeats N (2) --delay MS (3) --jitter MS (1) --shape S (tinyllama-1.1b)
  * --budget-fraction X (0.5 of a uniform share per full-halo worker; 0: no budget)
  * --eval-tokens N (1024) --eval-window L (128) --calibration-tokens N (8192) --corpus FILE
+ * --copies N (1: datagram copies in the relaxed modes and the fidelity runs)
  * --no-fidelity --out DIR (default bench/results/<date>) --baseline-dllama PATH (not implemented: skipped).
  */
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -34,7 +35,7 @@ const { values: flags } = parseArgs({
     quick: { type: "boolean" }, loss: { type: "string" }, devices: { type: "string" }, modes: { type: "string" }, layers: { type: "string" }, tokens: { type: "string" },
     repeats: { type: "string" }, delay: { type: "string" }, jitter: { type: "string" }, shape: { type: "string" }, "budget-fraction": { type: "string" },
     "eval-tokens": { type: "string" }, "eval-window": { type: "string" }, "calibration-tokens": { type: "string" }, corpus: { type: "string" },
-    "no-fidelity": { type: "boolean" }, out: { type: "string" }, "baseline-dllama": { type: "string" },
+    "no-fidelity": { type: "boolean" }, out: { type: "string" }, "baseline-dllama": { type: "string" }, copies: { type: "string" },
   },
 });
 const quick = flags.quick === true;
@@ -58,6 +59,8 @@ const config = {
   delayMs: one("delay", flags.delay, 3),
   jitterMs: one("jitter", flags.jitter, 1),
   budgetFraction: one("budget-fraction", flags["budget-fraction"], 0.5),
+  /** Every datagram of the relaxed modes sent this many times (halo run --copies). */
+  copies: one("copies", flags.copies, 1),
   synthCalibration: { tokens: 128, window: 64 },
   fidelity: flags["no-fidelity"] === true ? undefined : {
     evalTokens: one("eval-tokens", flags["eval-tokens"], quick ? 256 : 1024),
@@ -67,6 +70,7 @@ const config = {
     corpus: flags.corpus ?? defaultCorpus,
   },
 };
+if (!(Number.isInteger(config.copies) && config.copies >= 1 && config.copies <= 4)) throw new Error(`--copies takes an integer from 1 to 4, got ${config.copies}`);
 if (config.modes.some((m) => !(SPEED_MODES as readonly string[]).includes(m))) throw new Error(`--modes takes ${SPEED_MODES.join(",")}; got ${config.modes.join(",")}`);
 if (config.devices.some((n) => !(Number.isInteger(n) && n >= 1 && n <= 64))) throw new Error(`--devices: each count must be an integer from 1 to 64, got ${config.devices.join(",")}`);
 if (config.lossPercents.some((p) => p > 100) || config.budgetFraction > 1 || config.repeats < 1 || config.nTokens < 3) throw new Error("--loss ≤ 100, --budget-fraction ≤ 1, --repeats ≥ 1 and --tokens ≥ 3 (TPOT needs two decode steps)");
@@ -77,9 +81,11 @@ const commit = String(run.record["commit"]);
 const outDir = flags.out ?? join(PROJECT_ROOT, "bench", "results", new Date().toISOString().slice(0, 10));
 mkdirSync(outDir, { recursive: true });
 const resultsPath = join(outDir, "results.json");
+// Copies enter the hashes only when not 1, so results from before the flag existed still resume.
+const withCopies = <T extends object>(value: T): T | (T & { copies: number }) => (config.copies === 1 ? value : { ...value, copies: config.copies });
 const hashes = {
-  speed: configHash({ shape, nLayers: config.nLayers, nTokens: config.nTokens, delayMs: config.delayMs, jitterMs: config.jitterMs, budgetFraction: config.budgetFraction, synthCalibration: config.synthCalibration }),
-  fidelity: configHash(config.fidelity ?? null),
+  speed: configHash(withCopies({ shape, nLayers: config.nLayers, nTokens: config.nTokens, delayMs: config.delayMs, jitterMs: config.jitterMs, budgetFraction: config.budgetFraction, synthCalibration: config.synthCalibration })),
+  fidelity: configHash(config.fidelity === undefined ? null : withCopies(config.fidelity)),
 };
 const results = loadResults(resultsPath, { version: 1, run: run.record, config, configHash: hashes });
 
@@ -105,11 +111,11 @@ const layers = await layerMiB(modelPath);
 const budgetMiB = (nDevices: number): number | undefined => (config.budgetFraction > 0 ? Math.max(config.budgetFraction * layers.total, 1.25 * layers.largestPhase) / nDevices : undefined);
 const speedSettings: SpeedSettings = {
   modelPath, predictorPath: synthPredictor, nTokens: config.nTokens, repeats: config.repeats, lossPercents: config.lossPercents, modes: config.modes,
-  delayMs: config.delayMs, jitterMs: config.jitterMs, budgetMiB, configHash: hashes.speed, commit,
+  delayMs: config.delayMs, jitterMs: config.jitterMs, budgetMiB, copies: config.copies, configHash: hashes.speed, commit,
 };
 const fidelitySettings: FidelitySettings | undefined = config.fidelity === undefined ? undefined : {
   modelPath: storiesModel, corpusPath: config.fidelity.corpus, calibrationTokens: config.fidelity.calibrationTokens, evalTokens: config.fidelity.evalTokens,
-  window: config.fidelity.window, dropPercents: config.fidelity.dropPercents, configHash: hashes.fidelity, commit,
+  window: config.fidelity.window, dropPercents: config.fidelity.dropPercents, copies: config.copies, configHash: hashes.fidelity, commit,
 };
 const placements = [...(config.modes.some((m) => m === "relaxed" || m === "predictor") ? ["uniform" as const] : []), ...(config.modes.includes("halo") ? ["halo" as const] : [])];
 const clusterSizes = config.devices.filter((n) => n > 1);
@@ -157,6 +163,7 @@ const summary = summarize(speed, fidelity, budgetNote, baselineNote);
 const policyCell = fidelityCells.find((c) => c.placement === "uniform" && c.devices === summary.fidelity?.devices && c.lossPercent === 0) ?? fidelityCells[0];
 const setting = `${config.nLayers}-layer ${shape}-shape Q4_0 model, ${config.nTokens} tokens (TPOT over the last ${config.nTokens - 1}), ${config.repeats} repeat(s), --threads 1 per process; ` +
   `links: ${config.delayMs} ms delay ± ${config.jitterMs} ms jitter emulated in userspace by every sender, loss dropped by nft on every worker link, each way` +
+  (config.copies === 1 ? "" : `; relaxed modes send every datagram ${config.copies} times`) +
   (fidelitySettings === undefined ? "" : `; fidelity: stories260K, predictor calibrated on ${fidelitySettings.calibrationTokens} tokens of the corpus's first half, ${fidelitySettings.evalTokens} tokens of its second half evaluated in windows of ${fidelitySettings.window}, loss emulated in userspace`);
 results.summary = { ...summary, lines: undefined, text: summary.lines };
 saveResults(resultsPath, results);

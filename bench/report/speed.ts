@@ -27,6 +27,8 @@ export interface SpeedSettings {
   jitterMs: number;
   /** Each full-halo worker's --memory-budget in MiB for N devices; undefined: no budget. */
   budgetMiB: (nDevices: number) => number | undefined;
+  /** Datagram copies in the relaxed modes (halo run --copies). */
+  copies: number;
   configHash: string;
   commit: string;
 }
@@ -38,16 +40,17 @@ export interface CellSink {
   progress(label: string, ms: number | undefined): void;
 }
 
-function modeArgs(mode: SpeedMode, predictorPath: string): string[] {
+function modeArgs(mode: SpeedMode, predictorPath: string, copies: number): string[] {
+  const relaxed = ["--sync", "relaxed", ...(copies === 1 ? [] : ["--copies", String(copies)])];
   switch (mode) {
     case "strict":
       return ["--sync", "strict"];
     case "relaxed":
-      return ["--sync", "relaxed"];
+      return relaxed;
     case "predictor":
-      return ["--sync", "relaxed", "--predictor", predictorPath];
+      return [...relaxed, "--predictor", predictorPath];
     case "halo":
-      return ["--sync", "relaxed", "--predictor", predictorPath, "--placement", "halo"];
+      return [...relaxed, "--predictor", predictorPath, "--placement", "halo"];
     default:
       return mode satisfies never;
   }
@@ -106,7 +109,7 @@ export async function measureDevices(nDevices: number, settings: SpeedSettings, 
   try {
     const run = (mode: SpeedMode, nTokens: number) => {
       const port = mode === "halo" && budgeted ? BUDGET_PORT : PLAIN_PORT;
-      return cluster.runCoordinator([...generationArgs(settings, nTokens), "--cluster-key", BENCH_CLUSTER_KEY, ...linkFlags, "--workers", cluster.workerList(port), ...modeArgs(mode, settings.predictorPath)], RUN_TIMEOUT_MS);
+      return cluster.runCoordinator([...generationArgs(settings, nTokens), "--cluster-key", BENCH_CLUSTER_KEY, ...linkFlags, "--workers", cluster.workerList(port), ...modeArgs(mode, settings.predictorPath, settings.copies)], RUN_TIMEOUT_MS);
     };
     // A short run per worker set pages its weights in (and cuts the budgeted workers' shards), so no measured run pays for it.
     await run("relaxed", 2);
