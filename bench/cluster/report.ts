@@ -17,21 +17,44 @@ export interface RunRecord {
   wallMs: number;
 }
 
-export interface CellSummary {
-  devices: number;
-  lossPercent: number;
-  mode: "relaxed" | "strict";
-  nRuns: number;
-  nTokens: number;
+/** Per-token time statistics pooled over a cell's repeats. */
+export interface TpotStats {
   tpotMeanMs: number;
   tpotP50Ms: number;
   tpotP99Ms: number;
   /** Decode tok/s = 1000 / mean TPOT, with its standard deviation across repeats. */
   tokensPerSecond: number;
   tokensPerSecondSd: number;
+}
+
+export interface CellSummary extends TpotStats {
+  devices: number;
+  lossPercent: number;
+  mode: "relaxed" | "strict";
+  nRuns: number;
+  nTokens: number;
   droppedPercent: number;
   wireDrops: number;
   lostWorkers: number;
+}
+
+/** Records grouped by (devices, loss, mode), in first-seen order. */
+export function groupByCell<T extends { devices: number; lossPercent: number; mode: string }>(records: readonly T[]): T[][] {
+  const cells = new Map<string, T[]>();
+  for (const record of records) {
+    const key = `${record.devices}/${record.lossPercent}/${record.mode}`;
+    cells.set(key, [...(cells.get(key) ?? []), record]);
+  }
+  return [...cells.values()];
+}
+
+/** Pooled statistics of every decode step's time (tpotMs) and of each repeat's mean (runMeanMs). */
+export function tpotStats(tpotMs: readonly number[], runMeanMs: readonly number[]): TpotStats {
+  const meanMs = mean(tpotMs);
+  return {
+    tpotMeanMs: meanMs, tpotP50Ms: percentile(tpotMs, 50), tpotP99Ms: percentile(tpotMs, 99),
+    tokensPerSecond: 1000 / meanMs, tokensPerSecondSd: stddev(runMeanMs.map((ms) => 1000 / ms)),
+  };
 }
 
 /** Nearest-rank percentile: the smallest value with at least p% of the values at or below it. */
@@ -41,12 +64,7 @@ export function percentile(values: readonly number[], p: number): number {
 }
 
 export function summarize(runs: readonly RunRecord[]): CellSummary[] {
-  const cells = new Map<string, RunRecord[]>();
-  for (const run of runs) {
-    const key = `${run.devices}/${run.lossPercent}/${run.mode}`;
-    cells.set(key, [...(cells.get(key) ?? []), run]);
-  }
-  return [...cells.values()].map((group) => {
+  return groupByCell(runs).map((group) => {
     const first = group[0]!;
     const tpot = group.flatMap((run) => run.tpotMs);
     const expected = group.reduce((sum, run) => sum + run.expectedContributions, 0);
@@ -56,11 +74,7 @@ export function summarize(runs: readonly RunRecord[]): CellSummary[] {
       mode: first.mode,
       nRuns: group.length,
       nTokens: tpot.length,
-      tpotMeanMs: mean(tpot),
-      tpotP50Ms: percentile(tpot, 50),
-      tpotP99Ms: percentile(tpot, 99),
-      tokensPerSecond: 1000 / mean(tpot),
-      tokensPerSecondSd: stddev(group.map((run) => 1000 / mean(run.tpotMs))),
+      ...tpotStats(tpot, group.map((run) => mean(run.tpotMs))),
       droppedPercent: expected === 0 ? 0 : (100 * group.reduce((sum, run) => sum + run.droppedContributions, 0)) / expected,
       wireDrops: group.reduce((sum, run) => sum + run.wireDrops, 0),
       lostWorkers: group.reduce((sum, run) => sum + run.lostWorkers.length, 0),

@@ -3,23 +3,17 @@
  * ratios beside the paper's targets, the ablation (each mechanism's factor and its share of the
  * whole speedup), and the markdown tables.
  */
-import { percentile } from "../cluster/report.js";
-import { mean, stddev } from "../report.js";
+import { groupByCell, tpotStats, type TpotStats } from "../cluster/report.js";
 import { MODE_LABELS, SPEED_MODES, type FidelityCell, type SpeedCell, type SpeedMode } from "./results.js";
 
 /** The paper's claims (DESIGN.md, "Known"), printed beside what was measured. */
 export const PAPER_TARGETS = { speedupAt5: 3.41, speedupAt0: 1.12, fidelityLossPercent: 1 } as const;
 
-export interface SpeedStat {
+export interface SpeedStat extends TpotStats {
   devices: number;
   lossPercent: number;
   mode: SpeedMode | "single";
   nRuns: number;
-  tpotMeanMs: number;
-  tpotP50Ms: number;
-  tpotP99Ms: number;
-  tokensPerSecond: number;
-  tokensPerSecondSd: number;
   droppedPercent: number;
   criticalPercent: number;
   wireDrops: number;
@@ -42,22 +36,16 @@ export interface FidelityStat {
 }
 
 export function speedStats(cells: readonly SpeedCell[]): SpeedStat[] {
-  const groups = new Map<string, SpeedCell[]>();
-  for (const cell of cells) {
-    const key = `${cell.devices}/${cell.lossPercent}/${cell.mode}`;
-    groups.set(key, [...(groups.get(key) ?? []), cell]);
-  }
-  const stats = [...groups.values()].map((group): SpeedStat => {
+  const stats = groupByCell(cells).map((group): SpeedStat => {
     const first = group[0]!;
     const tpot = group.flatMap((c) => c.tpotMs);
-    // One device reports only its mean per run.
-    const meanMs = tpot.length > 0 ? mean(tpot) : mean(group.map((c) => c.tpotMeanMs));
+    const runMeans = group.map((c) => c.tpotMeanMs);
+    // One device reports only its mean per run: no percentiles.
+    const timing = tpot.length > 0 ? tpotStats(tpot, runMeans) : { ...tpotStats(runMeans, runMeans), tpotP50Ms: NaN, tpotP99Ms: NaN };
     const expected = group.reduce((sum, c) => sum + c.expectedContributions, 0);
     const share = (field: "droppedContributions" | "criticalContributions"): number => (expected === 0 ? 0 : (100 * group.reduce((sum, c) => sum + c[field], 0)) / expected);
     return {
-      devices: first.devices, lossPercent: first.lossPercent, mode: first.mode, nRuns: group.length,
-      tpotMeanMs: meanMs, tpotP50Ms: tpot.length > 0 ? percentile(tpot, 50) : NaN, tpotP99Ms: tpot.length > 0 ? percentile(tpot, 99) : NaN,
-      tokensPerSecond: 1000 / meanMs, tokensPerSecondSd: stddev(group.map((c) => 1000 / c.tpotMeanMs)),
+      devices: first.devices, lossPercent: first.lossPercent, mode: first.mode, nRuns: group.length, ...timing,
       droppedPercent: share("droppedContributions"), criticalPercent: share("criticalContributions"),
       wireDrops: group.reduce((sum, c) => sum + c.wireDrops, 0), lostWorkers: group.reduce((sum, c) => sum + c.lostWorkers.length, 0), groupsPerDevice: group.at(-1)!.groupsPerDevice,
     };
