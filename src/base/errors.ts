@@ -35,6 +35,7 @@ export const ERROR_CODES = {
   HALO_ERR_MEMORY_BUDGET: "A worker's memory budget cannot hold its resident weights plus one staging buffer for its largest streamed layer phase.",
   HALO_ERR_FILE_CHANGED: "A weights file being streamed was truncated or modified after it was opened.",
   HALO_ERR_CHAT_TEMPLATE: "The model's chat template does not parse, or refused the conversation while rendering (its raise_exception).",
+  HALO_ERR_REPLAN: "A live re-plan could not be prepared on a worker (it has no model file of its own, or loading its new groups failed); the placement stays as it was.",
   HALO_ERR_REQUEST: "An HTTP API request was refused: invalid, unauthorized, too large, of the wrong type, for an unknown model or route, or over the queue's capacity.",
 } as const satisfies Record<`HALO_ERR_${string}`, string>;
 

@@ -29,12 +29,14 @@ import { DEFAULT_FFN_BLOCK_SIZE, createGroupLayout, devicesInPhase, groupsOfDevi
 import { GroupSkipper, topK, type GroupPredictor, type ImportancePredictor } from "../predictor/index.js";
 import type { DeviceProfile } from "../scheduler/index.js";
 import { clusterProfiles, measureCoordinatorProfile, onProfileMessage, requestWorkerProfile, type DeviceOverride } from "./clusterProfiles.js";
+import { LiveReplanner, groupsMoved, type LiveReplan, type PlannedPlacement, type ReplanContext } from "./liveReplan.js";
 import { MAX_NACK_TRIES, NackScheduler } from "./nackScheduler.js";
+import type { ReplanPolicy } from "./replanWatch.js";
 import { PhaseDeadline, PhaseWait, type DeadlineOptions } from "./phaseDeadline.js";
 import { decodeVectors, encodeVectors } from "./wireVectors.js";
 import {
   createWorkerLink, isLoopbackHost, joinWorker, joinWorkerWithRetries, planMessage, reconnectWorkerLink, reportWorkerLink, sendPlan, shardSource,
-  type JoinContext, type WorkerAddress, type WorkerLink, type WorkerLinkReport,
+  type JoinContext, type PlanAnswer, type WorkerAddress, type WorkerLink, type WorkerLinkReport,
 } from "./workerLink.js";
 
 export type SyncMode = "relaxed" | "strict";
@@ -62,7 +64,13 @@ export interface ClusterOptions {
    * device's profile (null: not measured), it returns the placement to run, or undefined to keep
    * the initial one. Workers whose groups change load them before the first token.
    */
-  plan?: (profiles: ReadonlyArray<DeviceProfile | null>) => { placement: Placement; schedule?: ClusterSchedule } | undefined;
+  plan?: (profiles: ReadonlyArray<DeviceProfile | null>, context?: ReplanContext) => PlannedPlacement<ClusterSchedule> | undefined;
+  /**
+   * Live re-planning with `plan` (liveReplan.ts): when a worker leaves or comes back, or a link
+   * drifts past these thresholds, `plan` is asked again (with a context) during generation and
+   * groups move without stopping it. false turns it off. Defaults to on, DEFAULT_REPLAN_POLICY.
+   */
+  replan?: Partial<ReplanPolicy> | false;
   /** Neurons per FFN group. Defaults to DEFAULT_FFN_BLOCK_SIZE (32, one quantization block). */
   ffnBlockSize?: number;
   mode: SyncMode;
@@ -150,7 +158,7 @@ export interface ClusterSchedule {
   readonly softMs?: number;
 }
 
-/** A placement change made at join: how many groups moved and how long the workers took to load them. */
+/** The placement change made at join: how many groups moved and how long the workers took to load them. */
 export interface Replanned {
   readonly groupsMoved: number;
   readonly migrationMs: number;
@@ -160,14 +168,6 @@ interface PlannedCluster {
   placement: Placement;
   schedule: ClusterSchedule | undefined;
   replanned: Replanned | undefined;
-}
-
-function groupsMoved(from: Placement, to: Placement): number {
-  let moved = 0;
-  from.layers.forEach((layer, l) => {
-    for (const kind of ["attention", "ffn"] as const) layer[kind].forEach((device, g) => (moved += to.layers[l]![kind][g] === device ? 0 : 1));
-  });
-  return moved;
 }
 
 /** Asks options.plan for a placement now that profiles are in, and sends the workers their new groups if it differs. */
@@ -186,7 +186,8 @@ async function replanAtJoin(
   const started = clock.now();
   await Promise.all(links.map(async (link) => {
     const message = planMessage(chosen.placement, layout, link.index, state.epoch, state.wire, 0, state.copies);
-    link.profile = (await sendPlan(link.connection, message, shardSource(options, layout, chosen.placement, link.index, clock))) ?? link.profile;
+    const answer = await sendPlan(link.connection, message, shardSource(options, layout, chosen.placement, link.index, clock));
+    link.profile = answer.profile ?? link.profile;
   }));
   return { placement: chosen.placement, schedule: chosen.schedule, replanned: { groupsMoved: moved, migrationMs: clock.now() - started } };
 }
@@ -201,7 +202,6 @@ function checkPredictorFits(predictor: GroupPredictor, layout: GroupLayout, dim:
 
 export class ClusterCoordinator implements Synchronizer {
   readonly layout: GroupLayout;
-  readonly placement: Placement;
   readonly wire: WireFormat;
   /** Totals since connect. */
   readonly totals: PhaseStats = {
@@ -215,7 +215,12 @@ export class ClusterCoordinator implements Synchronizer {
   readonly skipper: GroupSkipper | undefined;
   private selectedLocalGroups: GroupRange[] | undefined;
   private readonly clock: Clock;
-  private readonly coordinatorGroups: Array<Record<GroupKind, GroupRange[]>>;
+  /** Every group's device now: the plan at join, then each live re-plan's. */
+  private placementNow: Placement;
+  private coordinatorGroups: Array<Record<GroupKind, GroupRange[]>> = [];
+  /** [layer][phase] → the devices that may send a partial sum for it. */
+  private contributors: Array<[Set<number>, Set<number>]> = [];
+  private readonly replanner: LiveReplanner<ClusterSchedule> | undefined;
   private readonly chunks: DatagramChunk[];
   /** The phase input in the wire format, (dim) elements. */
   private readonly encodedInput: Uint8Array;
@@ -242,7 +247,7 @@ export class ClusterCoordinator implements Synchronizer {
   /** This device's profile, measured at connect (and again by refreshProfiles). */
   private localProfile: MeasuredProfile | undefined;
   /** The scheduler's critical sets and deadline estimate for the placement in use. */
-  private readonly schedule: ClusterOptions["schedule"];
+  private schedule: ClusterOptions["schedule"];
   /** Set when `plan` moved groups after the workers' profiles came in: how long that took. */
   replanned: Replanned | undefined;
   private profileRequests = 0;
@@ -259,7 +264,7 @@ export class ClusterCoordinator implements Synchronizer {
   ) {
     this.clock = options.clock ?? systemClock;
     this.layout = layout;
-    this.placement = placement;
+    this.placementNow = placement;
     this.wire = options.wire ?? "q8_0";
     this.deadline = new PhaseDeadline(options.deadlines);
     this.schedule = schedule;
@@ -270,11 +275,9 @@ export class ClusterCoordinator implements Synchronizer {
     this.skipper = options.skipBelow === undefined || options.predictor === undefined ? undefined : new GroupSkipper(options.predictor, layout, options.skipBelow, () => this.clock.now());
     this.epoch = epoch;
     const { config } = options.model;
-    this.coordinatorGroups = placement.layers.map((_, l) => ({ attention: groupsOfDevice(placement, l, "attention", 0), ffn: groupsOfDevice(placement, l, "ffn", 0) }));
+    this.usePlacement(placement);
     this.chunks = planChunks(config.dim, this.wire);
     this.encodedInput = new Uint8Array(wireByteLength(config.dim, this.wire));
-    // Who may send a partial sum for (layer, phase): looked up per datagram, so built once.
-    const contributors = placement.layers.map((l) => [new Set(l.attention), new Set(l.ffn)]);
     this.receiver = new DatagramReceiver({
       kind: "partial",
       sessionId,
@@ -284,8 +287,21 @@ export class ClusterCoordinator implements Synchronizer {
       nSenders: links.length + 1,
       format: this.wire,
       keys: (sender) => (sender >= 1 && sender <= links.length && links[sender - 1]!.state === "active" ? links[sender - 1]!.sessionKey : undefined),
-      mayContribute: (sender, layer, phase) => contributors[layer]![phase]!.has(sender),
+      mayContribute: (sender, layer, phase) => this.contributors[layer]![phase]!.has(sender),
     });
+    const plan = options.plan;
+    this.replanner = plan === undefined || options.replan === false ? undefined : new LiveReplanner<ClusterSchedule>({
+      layout, nLayers: config.nLayers, links, clock: this.clock,
+      placement: () => this.placementNow,
+      profiles: () => this.profiles(),
+      plan: (profiles, context) => plan(profiles, context),
+      apply: (next, nextSchedule) => {
+        this.usePlacement(next);
+        this.schedule = nextSchedule ?? this.schedule;
+      },
+      activateTimeoutMs: () => Math.max(2000, 4 * this.deadline.hardMs),
+      log: (line) => options.log?.(line),
+    }, options.replan === undefined ? {} : options.replan);
     udp.on("message", (message: Buffer) => this.onDatagram(message));
     for (const link of links) void this.pump(link, link.connection);
   }
@@ -326,14 +342,14 @@ export class ClusterCoordinator implements Synchronizer {
     const started = await Promise.allSettled(options.workers.map(async (address, i) => {
       const index = i + 1;
       const { connection, udpPort } = await joinWorkerWithRetries(address, index, ctx);
-      let measured: MeasuredProfile | undefined;
+      let answer: PlanAnswer;
       try {
-        measured = await sendPlan(connection, planMessage(placement, layout, index, ctx.epoch, wire, 0, copies), shardSource(options, layout, placement, index, clock));
+        answer = await sendPlan(connection, planMessage(placement, layout, index, ctx.epoch, wire, 0, copies), shardSource(options, layout, placement, index, clock));
       } catch (error) {
         connection.destroy();
         throw error;
       }
-      return createWorkerLink(index, address, connection, udpPort, options.linkProfiles?.[i] ?? ZERO_LINK_PROFILE, (options.seed ?? 1) * 7919 + index, clock, measured);
+      return createWorkerLink(index, address, connection, udpPort, options.linkProfiles?.[i] ?? ZERO_LINK_PROFILE, (options.seed ?? 1) * 7919 + index, clock, answer);
     }));
     const failed = started.find((result) => result.status === "rejected");
     if (failed !== undefined) {
@@ -354,6 +370,29 @@ export class ClusterCoordinator implements Synchronizer {
     coordinator.localProfile = localProfile;
     coordinator.replanned = planned.replanned;
     return coordinator;
+  }
+
+  /** Every group's device now (it changes when a live re-plan takes effect, at a token boundary). */
+  get placement(): Placement {
+    return this.placementNow;
+  }
+
+  /** The live re-plans so far: what triggered each, how many groups moved, how long loading and switching took. */
+  get liveReplans(): readonly LiveReplan[] {
+    return this.replanner?.history ?? [];
+  }
+
+  /** Plans again at the next token boundary (needs `plan`, and re-planning not turned off); the groups move once the workers have loaded them. */
+  requestReplan(): void {
+    if (this.replanner === undefined) throw new HaloError("HALO_ERR_USAGE", "live re-planning needs a planner (--placement halo) and is turned off without one");
+    this.replanner.request();
+  }
+
+  /** Takes `placement` for this device's own groups and for who may contribute to each phase (looked up per datagram, so built once per placement). */
+  private usePlacement(placement: Placement): void {
+    this.placementNow = placement;
+    this.coordinatorGroups = placement.layers.map((_, l) => ({ attention: groupsOfDevice(placement, l, "attention", 0), ffn: groupsOfDevice(placement, l, "ffn", 0) }));
+    this.contributors = placement.layers.map((l) => [new Set(l.attention), new Set(l.ffn)]);
   }
 
   /**
@@ -447,6 +486,13 @@ export class ClusterCoordinator implements Synchronizer {
   }
 
   async endPhase(step: PhaseStep, partial: Float32Array): Promise<void> {
+    await this.gather(step, partial);
+    // A token boundary: the only place the placement may change.
+    if (step.layerIndex === this.options.model.config.nLayers - 1 && step.phase === "ffn") await this.replanner?.afterToken(step.positionStart + step.nTokens);
+  }
+
+  /** Adds the workers' partial sums for this phase to `partial`, waiting as the mode says. */
+  private async gather(step: PhaseStep, partial: Float32Array): Promise<void> {
     const { layerIndex, phase, positionStart, nTokens } = step;
     const dim = this.options.model.config.dim;
     const slowdown = this.options.computeSlowdown ?? 1;
@@ -686,6 +732,7 @@ export class ClusterCoordinator implements Synchronizer {
     for (const resolve of link.waiting.values()) resolve(undefined);
     link.waiting.clear();
     link.profileRequest?.done();
+    this.replanner?.onLost(link);
     // A phase waiting on the lost worker need not wait for its deadline.
     this.waiting?.check();
     this.scheduleRejoin(link);
@@ -703,7 +750,7 @@ export class ClusterCoordinator implements Synchronizer {
   private async tryRejoin(link: WorkerLink): Promise<void> {
     if (this.closed || link.state !== "lost") return;
     let joined: { connection: ControlConnection; udpPort: number };
-    let measured: MeasuredProfile | undefined;
+    let answer: PlanAnswer;
     try {
       const { clusterKey, modelSha256, model } = this.options;
       joined = await joinWorker(link.address, link.index, { clusterKey, modelSha256, modelName: model.config.name, clock: this.clock, sessionId: this.sessionId, epoch: this.epoch, udpPort: this.udp.address().port });
@@ -714,7 +761,7 @@ export class ClusterCoordinator implements Synchronizer {
     }
     try {
       // The worker loads its weights now (or receives them); it starts computing at the next token's plan.
-      measured = await sendPlan(joined.connection, planMessage(this.placement, this.layout, link.index, this.epoch, this.wire, Math.max(0, this.lastPositionStart), this.options.copies ?? 1), shardSource(this.options, this.layout, this.placement, link.index, this.clock));
+      answer = await sendPlan(joined.connection, planMessage(this.placement, this.layout, link.index, this.epoch, this.wire, Math.max(0, this.lastPositionStart), this.options.copies ?? 1), shardSource(this.options, this.layout, this.placement, link.index, this.clock));
     } catch (error) {
       this.options.log?.(`halo coordinator: worker ${link.index} joined again but its plan failed: ${describeError(error)}`);
       joined.connection.destroy();
@@ -725,11 +772,12 @@ export class ClusterCoordinator implements Synchronizer {
       joined.connection.destroy();
       return;
     }
-    reconnectWorkerLink(link, joined.connection, joined.udpPort, (this.options.seed ?? 1) * 7919 + link.index + this.totals.workersRejoined + 2, this.clock, measured);
+    reconnectWorkerLink(link, joined.connection, joined.udpPort, (this.options.seed ?? 1) * 7919 + link.index + this.totals.workersRejoined + 2, this.clock, answer);
     void this.pump(link, joined.connection);
   }
 
   private onControlMessage(link: WorkerLink, message: ControlMessage): void {
+    if (this.replanner?.onMessage(link, message) === true) return;
     if (message.type === "partial") {
       const key = stepKey(message.position, message.layer, message.phase);
       const resolve = link.waiting.get(key);

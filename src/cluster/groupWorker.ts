@@ -94,6 +94,37 @@ export class GroupWorker {
     return this.groups[layerIndex]?.[phase] ?? [];
   }
 
+  /**
+   * Takes over `previous`'s KV cache of every attention group both hold (live re-planning: FFN
+   * blocks moved, the attention groups stayed and keep what they cached). Groups new here start
+   * empty, so the positions before they arrived stay masked.
+   */
+  carryKvFrom(previous: GroupWorker): number {
+    if (previous.config.nLayers !== this.config.nLayers || previous.contextLength !== this.contextLength) throw new HaloError("HALO_ERR_USAGE", "the KV cache can only be carried between workers of one model and context");
+    let carried = 0;
+    for (let l = 0; l < this.config.nLayers; l++) {
+      for (const range of this.groupsOf(l, "attention")) {
+        for (let g = range.start; g < range.end; g++) {
+          const from = previous.kvIndex(l, g);
+          if (from === undefined) continue;
+          this.kvCache.adopt(previous.kvCache, l, from, this.kvIndex(l, g)!);
+          carried++;
+        }
+      }
+    }
+    return carried;
+  }
+
+  /** Where attention group `group` (global) of `layer` sits in this worker's KV cache: itself, or its rank among a slice's groups. */
+  private kvIndex(layer: number, group: number): number | undefined {
+    let rank = 0;
+    for (const range of this.groupsOf(layer, "attention")) {
+      if (group >= range.start && group < range.end) return this.slice === undefined ? group : rank + group - range.start;
+      rank += range.end - range.start;
+    }
+    return undefined;
+  }
+
   /** Forgets every cached position (a new sequence). */
   reset(): void {
     this.kvCache.truncate(0);

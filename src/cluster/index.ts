@@ -4,6 +4,10 @@ export type { DroppedContribution, InProcessOptions } from "./inProcessSynchroni
 export { modelSha256 } from "./modelIdentity.js";
 export { ClusterCoordinator } from "./clusterCoordinator.js";
 export type { ClusterOptions, ClusterSchedule, PhaseStats, Replanned, SyncMode } from "./clusterCoordinator.js";
+export { MIN_DRIFT_GAIN, groupsMoved } from "./liveReplan.js";
+export type { LiveReplan, PinnedGroups, PlannedPlacement, ReplanContext } from "./liveReplan.js";
+export { DEFAULT_REPLAN_POLICY, ReplanWatch, describeTrigger } from "./replanWatch.js";
+export type { ReplanPolicy, ReplanTrigger, WorkerSample } from "./replanWatch.js";
 export type { DeadlineOptions } from "./phaseDeadline.js";
 export { isLoopbackHost } from "./workerLink.js";
 export type { WorkerAddress, WorkerLinkReport, WorkerLinkState } from "./workerLink.js";

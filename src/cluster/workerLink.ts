@@ -51,6 +51,8 @@ export interface WorkerLink {
   rejoinTimer: TimerHandle | undefined;
   /** What the worker last measured of itself (plan-ok, profile); undefined from a worker that predates profiles. */
   profile: MeasuredProfile | undefined;
+  /** The worker has no model file of its own and takes its weights as shards: it cannot load groups live. */
+  receivesShards: boolean;
   /** The profile-request awaiting its answer; `done` ends the wait, answered or not. */
   profileRequest: { requestId: number; done: () => void } | undefined;
 }
@@ -119,7 +121,7 @@ export async function joinWorker(address: WorkerAddress, index: number, ctx: Joi
 }
 
 export function createWorkerLink(
-  index: number, address: WorkerAddress, connection: ControlConnection, udpPort: number, profile: LinkProfile, seed: number, clock: Clock, measured: MeasuredProfile | undefined,
+  index: number, address: WorkerAddress, connection: ControlConnection, udpPort: number, profile: LinkProfile, seed: number, clock: Clock, answer: PlanAnswer,
 ): WorkerLink {
   return {
     index, address, connection, sessionKey: connection.sessionKey, udpPort, state: "active",
@@ -129,14 +131,16 @@ export function createWorkerLink(
     retransmissionsBefore: 0,
     waiting: new Map(),
     rejoinTimer: undefined,
-    profile: measured,
+    profile: answer.profile,
+    receivesShards: answer.receivesShards,
     profileRequest: undefined,
   };
 }
 
 /** A joined-again worker's new connection: fresh key and stream model, same statistics. */
-export function reconnectWorkerLink(link: WorkerLink, connection: ControlConnection, udpPort: number, seed: number, clock: Clock, measured: MeasuredProfile | undefined): void {
-  link.profile = measured ?? link.profile;
+export function reconnectWorkerLink(link: WorkerLink, connection: ControlConnection, udpPort: number, seed: number, clock: Clock, answer: PlanAnswer): void {
+  link.profile = answer.profile ?? link.profile;
+  link.receivesShards = answer.receivesShards;
   link.connection = connection;
   link.sessionKey = connection.sessionKey;
   link.udpPort = udpPort;
@@ -189,17 +193,22 @@ export function shardSource(
   };
 }
 
+/** What a worker's answer to its plan tells: its profile (undefined from a worker that predates them), and whether it asked for a shard. */
+export interface PlanAnswer {
+  profile: MeasuredProfile | undefined;
+  receivesShards: boolean;
+}
+
 /**
- * Sends a plan and waits for plan-ok, returning the profile it carries. A worker without the
- * model file answers with shard-request first: its shard is cut (or found in the cache) and
- * sent, then plan-ok follows.
+ * Sends a plan and waits for plan-ok. A worker without the model file answers with
+ * shard-request first: its shard is cut (or found in the cache) and sent, then plan-ok follows.
  */
-export async function sendPlan(connection: ControlConnection, plan: ControlMessage, source: ShardSource): Promise<MeasuredProfile | undefined> {
+export async function sendPlan(connection: ControlConnection, plan: ControlMessage, source: ShardSource): Promise<PlanAnswer> {
   connection.send(plan);
   for (let shardsSent = 0; ; shardsSent++) {
     // Loading a share of a large model from a slow disk can take minutes.
     const answer = await connection.receive({ deadlineMs: source.clock.now() + PLAN_TIMEOUT_MS });
-    if (answer.type === "plan-ok") return answer.profile;
+    if (answer.type === "plan-ok") return { profile: answer.profile, receivesShards: shardsSent > 0 };
     if (answer.type === "shard-request" && shardsSent === 0) {
       const groups = source.placement.layers.map((_, l) => ({
         attention: groupsOfDevice(source.placement, l, "attention", source.index),

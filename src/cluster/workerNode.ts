@@ -15,7 +15,7 @@ import type { OpenGgufOptions } from "../model/index.js";
 import {
   CONTROL_LIMITS, ControlConnection, DATAGRAM_MAX_BYTES, DatagramReceiver, LossyUdpSocket, NACK_BYTES, SYNC_PHASE_IDS, StreamLinkEmulator, ZERO_LINK_PROFILE,
   encodeDatagram, encodeNack, isNackDatagram, openNack, planChunks,
-  type ControlMessage, type DatagramChunk, type LinkProfile, type SyncPhaseId, type WireFormat,
+  type ControlMessage, type DatagramChunk, type LinkProfile, type PlanMessage, type PrepareMessage, type SyncPhaseId, type WireFormat,
 } from "../net/index.js";
 import type { GroupKind } from "../partition/index.js";
 import type { GroupPredictor } from "../predictor/index.js";
@@ -24,7 +24,7 @@ import { NackScheduler } from "./nackScheduler.js";
 import type { ShardProgress } from "./shardTransfer.js";
 import { CLUSTER_LIVENESS } from "./workerLink.js";
 import { WorkerProfiler } from "./workerProfiler.js";
-import { loadPlanGroups, type LoadedGroups, type LocalModel } from "./workerSlices.js";
+import { loadPlanGroups, type LoadedGroups, type LocalModel, type SliceSource } from "./workerSlices.js";
 import { decodeVectors, encodeVectors } from "./wireVectors.js";
 
 export interface WorkerNodeOptions {
@@ -109,11 +109,16 @@ export class WorkerNode {
   private readonly profiler: WorkerProfiler;
   /** Under a memory budget, computes wait here for their layer phase's weights. */
   private readonly steps = new BudgetedSteps((line) => this.log(line));
+  /** The emulated slowdown (options.slowdown, changed by setSlowdown). */
+  private slowdown: number;
+  /** Groups loaded by prepare, computed from the matching activate on. */
+  private prepared: { sequence: number; loaded: LoadedGroups } | undefined;
 
   private constructor(private readonly options: WorkerNodeOptions, private readonly server: Server, udpSocket: UdpSocket) {
+    this.slowdown = options.slowdown ?? 1;
     this.nacks = new NackScheduler(options.clock ?? systemClock);
     this.profiler = new WorkerProfiler({
-      kernels: [options.kernels, ...(options.profileKernels ?? [])], slowdown: options.slowdown, modelPath: options.model?.file.path,
+      kernels: [options.kernels, ...(options.profileKernels ?? [])], slowdown: () => this.slowdown, modelPath: options.model?.file.path,
       memoryBudgetBytes: options.memoryBudgetBytes, clock: options.clock, log: (line) => this.log(line),
     });
     this.udp = new LossyUdpSocket({ socket: udpSocket, profile: options.linkProfile ?? ZERO_LINK_PROFILE, seed: options.seed ?? 1, clock: options.clock ?? systemClock });
@@ -155,6 +160,12 @@ export class WorkerNode {
     await this.udp.close();
     await this.steps.idle();
     await this.loaded?.store?.close();
+  }
+
+  /** Emulates this device becoming slower or faster while it runs (a drift the coordinator should notice). */
+  setSlowdown(slowdown: number): void {
+    if (!(Number.isFinite(slowdown) && slowdown >= 1)) throw new HaloError("HALO_ERR_USAGE", `slowdown must be a number ≥ 1, got ${slowdown}`);
+    this.slowdown = slowdown;
   }
 
   /** Exposed and hidden I/O per pass and in total, when the weights stream under a memory budget. */
@@ -227,16 +238,7 @@ export class WorkerNode {
         await this.steps.idle();
         let loaded: LoadedGroups;
         try {
-          loaded = await loadPlanGroups(message, session.modelSha256, this.loaded, {
-            local: this.options.model,
-            shardCacheDir: this.options.shardCacheDir ?? defaultShardCacheDir(process.env, homedir()),
-            map: this.options.map,
-            kernels: this.options.kernels,
-            contextLength: this.options.contextLength,
-            onShardProgress: this.options.onShardProgress,
-            streamFrom: this.options.streamFrom,
-            budget: budgetOptions(this.options.memoryBudgetBytes, this.options.predictor, message.ffnBlockSize, (line) => this.log(line)),
-          }, connection);
+          loaded = await loadPlanGroups(message, session.modelSha256, this.loaded, this.sliceSource(message.ffnBlockSize), connection);
         } catch (error) {
           // The budget is this worker's limit, not a broken plan: refuse it the way a model mismatch is refused.
           if (!(error instanceof MemoryBudgetError)) throw error;
@@ -262,6 +264,30 @@ export class WorkerNode {
         session.receiver.setCurrent(message.position, 0, 0);
         const profile = await this.profiler.atPlan(loaded);
         connection.send(profile === undefined ? { type: "plan-ok", sequence: message.sequence } : { type: "plan-ok", sequence: message.sequence, profile });
+        return;
+      }
+      case "prepare": {
+        const session = this.requireSession(connection, "prepare");
+        this.prepare(session, this.requirePlan("prepare"), message);
+        return;
+      }
+      case "activate": {
+        const session = this.requireSession(connection, "activate");
+        const prepared = this.prepared;
+        if (prepared === undefined || prepared.sequence !== message.sequence) throw new HaloError("HALO_ERR_MESSAGE_UNEXPECTED", `activate ${message.sequence} before its groups were prepared`);
+        this.prepared = undefined;
+        await this.steps.idle();
+        const previous = this.requirePlan("activate");
+        if (prepared.loaded !== previous) {
+          prepared.loaded.worker.carryKvFrom(previous.worker);
+          await previous.store?.close();
+          this.loaded = prepared.loaded;
+          this.log(`computes its new groups from position ${message.position} (${(prepared.loaded.sizeBytes / 2 ** 20).toFixed(1)} MiB of weights)`);
+        }
+        session.receiver = this.createReceiver(session, this.loaded!);
+        session.receiver.setCurrent(message.position, 0, 0);
+        this.recentPartials.clear();
+        connection.send({ type: "activate-ok", sequence: message.sequence });
         return;
       }
       case "profile-request": {
@@ -307,6 +333,50 @@ export class WorkerNode {
       default:
         throw new HaloError("HALO_ERR_MESSAGE_UNEXPECTED", `a worker does not take '${message.type}'`);
     }
+  }
+
+  /**
+   * Loads a re-plan's groups beside the current ones, without holding up the session: inputs go
+   * on being computed with the current groups until activate. Only from this worker's own model
+   * file: a shard would have to share the control connection with the session's inputs.
+   */
+  private prepare(session: Session, current: LoadedGroups, message: PrepareMessage): void {
+    const refuse = (text: string): void => {
+      if (this.session === session) session.connection.send({ type: "error", code: "HALO_ERR_REPLAN", message: `cannot prepare re-plan ${message.sequence}: ${text}`.slice(0, CONTROL_LIMITS.maxErrorMessageChars) });
+    };
+    if (this.options.model === undefined) {
+      refuse("this worker has no model file of its own (it receives shards)");
+      return;
+    }
+    const plan: PlanMessage = { type: "plan", sequence: message.sequence, epoch: session.epoch, groups: message.groups, ffnBlockSize: message.ffnBlockSize, wire: session.wire, position: 0, copies: session.copies };
+    void loadPlanGroups(plan, session.modelSha256, current, this.sliceSource(message.ffnBlockSize), session.connection).then(
+      async (loaded) => {
+        if (this.session !== session || this.closed) {
+          if (loaded !== current) await loaded.store?.close();
+          return;
+        }
+        if (this.prepared !== undefined && this.prepared.loaded !== this.loaded) await this.prepared.loaded.store?.close();
+        this.prepared = { sequence: message.sequence, loaded };
+        session.connection.send({ type: "prepare-ok", sequence: message.sequence });
+      },
+      (error: unknown) => {
+        this.log(`cannot prepare re-plan ${message.sequence}: ${describeError(error)}`);
+        refuse(describeError(error));
+      },
+    );
+  }
+
+  private sliceSource(ffnBlockSize: number): SliceSource {
+    return {
+      local: this.options.model,
+      shardCacheDir: this.options.shardCacheDir ?? defaultShardCacheDir(process.env, homedir()),
+      map: this.options.map,
+      kernels: this.options.kernels,
+      contextLength: this.options.contextLength,
+      onShardProgress: this.options.onShardProgress,
+      streamFrom: this.options.streamFrom,
+      budget: budgetOptions(this.options.memoryBudgetBytes, this.options.predictor, ffnBlockSize, (line) => this.log(line)),
+    };
   }
 
   private requireSession(connection: ControlConnection, what: string): Session {
@@ -410,7 +480,7 @@ export class WorkerNode {
 
   /** Runs `send` now, or, emulating a slower device, after (slowdown − 1) × computeMs. */
   private afterSlowdown(computeMs: number, send: () => void): void {
-    const slowdown = this.options.slowdown ?? 1;
+    const slowdown = this.slowdown;
     if (slowdown <= 1) send();
     else setTimeout(send, (slowdown - 1) * computeMs);
   }

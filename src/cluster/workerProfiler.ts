@@ -12,7 +12,8 @@ import type { LoadedGroups } from "./workerSlices.js";
 export interface WorkerProfilerOptions {
   /** The worker's kernels first, then any other thread counts to time. */
   kernels: readonly MatrixKernels[];
-  slowdown: number | undefined;
+  /** The emulated slowdown now (it can change while the worker runs). */
+  slowdown: () => number;
   modelPath: string | undefined;
   memoryBudgetBytes: number | undefined;
   clock: Clock | undefined;
@@ -48,7 +49,8 @@ export class WorkerProfiler {
   }
 
   private async measure(loaded: LoadedGroups): Promise<MeasuredProfile> {
-    const { kernels, slowdown, modelPath, memoryBudgetBytes, clock } = this.options;
+    const { kernels, modelPath, memoryBudgetBytes, clock } = this.options;
+    const slowdown = this.options.slowdown();
     // Only the model's own types: the scheduler places this model, and joining stays quick (halo profile times the others).
     const measured = await measureDeviceProfile({ config: loaded.config, tensorTypes: loaded.tensorTypes, extraTypes: [], ffnBlockSize: loaded.ffnBlockSize, kernels, slowdown, modelPath, memoryBudgetBytes, clock });
     // Checked here rather than by send(), where a figure out of the wire's bounds would end the session.

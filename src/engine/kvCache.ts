@@ -4,6 +4,8 @@
  * never computed (its broadcast was lost) stays invalid and is masked out of the softmax: a
  * zero key would still receive attention weight.
  */
+import { HaloError } from "../base/index.js";
+
 export class KvCache {
   /** [layer][group] → (contextLength, headDim), or undefined until the group first runs here. */
   private readonly keys: Array<Array<Float32Array | undefined>>;
@@ -41,6 +43,17 @@ export class KvCache {
   }
   validityOf(layer: number, group: number): Uint8Array {
     return this.slab(this.valid, layer, group, () => new Uint8Array(this.contextLength));
+  }
+
+  /**
+   * Takes over `from`'s cache of one (layer, group), as its `toGroup` here: a device whose groups
+   * changed mid-sequence keeps what it had computed for the attention groups it still holds.
+   */
+  adopt(from: KvCache, layer: number, fromGroup: number, toGroup: number): void {
+    if (from.contextLength !== this.contextLength || from.headDim !== this.headDim) throw new HaloError("HALO_ERR_USAGE", `a KV cache of ${from.contextLength} × ${from.headDim} cannot be adopted by one of ${this.contextLength} × ${this.headDim}`);
+    this.keys[layer]![toGroup] = from.keys[layer]![fromGroup];
+    this.values[layer]![toGroup] = from.values[layer]![fromGroup];
+    this.valid[layer]![toGroup] = from.valid[layer]![fromGroup];
   }
 
   /** Forgets positions ≥ position (a new sequence, or a rewind). */

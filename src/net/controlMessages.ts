@@ -158,6 +158,35 @@ export const planOkMessageSchema = z.strictObject({
   /** Measured after the plan's weights were loaded; absent from workers that predate profiles. */
   profile: measuredProfileSchema.optional(),
 });
+/**
+ * Live re-planning, first half: load these groups beside the ones being computed (a worker with
+ * its own model file reads them while it goes on computing), and answer prepare-ok once ready.
+ */
+export const prepareMessageSchema = z.strictObject({
+  type: z.literal("prepare"),
+  /** Echoed in prepare-ok and activate; increases with every re-plan of the session. */
+  sequence: u32,
+  groups: planGroups,
+  ffnBlockSize: z.number().int().min(1).max(CONTROL_LIMITS.maxFfnBlockSize),
+});
+export const prepareOkMessageSchema = z.strictObject({
+  type: z.literal("prepare-ok"),
+  sequence: u32,
+});
+/**
+ * Live re-planning, second half, at a token boundary: compute the prepared groups from `position`
+ * on. The coordinator sends that position's inputs only after activate-ok.
+ */
+export const activateMessageSchema = z.strictObject({
+  type: z.literal("activate"),
+  sequence: u32,
+  /** The first token position computed with the new groups. */
+  position: u32,
+});
+export const activateOkMessageSchema = z.strictObject({
+  type: z.literal("activate-ok"),
+  sequence: u32,
+});
 /** The coordinator asks a planned worker to measure itself again. */
 export const profileRequestMessageSchema = z.strictObject({
   type: z.literal("profile-request"),
@@ -242,6 +271,10 @@ export const controlMessageSchema = z.discriminatedUnion("type", [
   shardStoredMessageSchema,
   profileRequestMessageSchema,
   profileMessageSchema,
+  prepareMessageSchema,
+  prepareOkMessageSchema,
+  activateMessageSchema,
+  activateOkMessageSchema,
 ]);
 
 export type DeviceProfile = z.infer<typeof deviceProfileSchema>;
@@ -266,6 +299,10 @@ export type ShardEndMessage = z.infer<typeof shardEndMessageSchema>;
 export type ShardStoredMessage = z.infer<typeof shardStoredMessageSchema>;
 export type ProfileRequestMessage = z.infer<typeof profileRequestMessageSchema>;
 export type ProfileMessage = z.infer<typeof profileMessageSchema>;
+export type PrepareMessage = z.infer<typeof prepareMessageSchema>;
+export type PrepareOkMessage = z.infer<typeof prepareOkMessageSchema>;
+export type ActivateMessage = z.infer<typeof activateMessageSchema>;
+export type ActivateOkMessage = z.infer<typeof activateOkMessageSchema>;
 export type ControlMessage = z.infer<typeof controlMessageSchema>;
 export type ControlMessageType = ControlMessage["type"];
 export type ControlMessageOf<T extends ControlMessageType> = Extract<ControlMessage, { type: T }>;
@@ -277,6 +314,7 @@ export type PhaseGroups = z.infer<typeof phaseGroups>;
 export const CONTROL_MESSAGE_TYPES = [
   "hello", "auth", "auth-ok", "error", "join", "join-ok", "plan", "plan-ok", "heartbeat", "input", "partial", "reset", "stop",
   "shard-request", "shard-offer", "shard-accept", "shard-chunk", "shard-end", "shard-stored", "profile-request", "profile",
+  "prepare", "prepare-ok", "activate", "activate-ok",
 ] as const satisfies readonly ControlMessageType[];
 
 /** Types sent only inside the handshake, never after it. */
@@ -305,6 +343,10 @@ export const MESSAGE_SENDERS = {
   "shard-stored": "worker",
   "profile-request": "coordinator",
   profile: "worker",
+  prepare: "coordinator",
+  "prepare-ok": "worker",
+  activate: "coordinator",
+  "activate-ok": "worker",
 } as const satisfies Record<ControlMessageType, "coordinator" | "worker" | "both">;
 
 /** "type: bad value" for the first issue, following a union into the branch that got furthest. */

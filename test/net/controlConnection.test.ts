@@ -403,13 +403,13 @@ test("after the handshake, the other role's types, handshake types and invalid m
       { ...EXAMPLE_INPUT, type: "partial" },
       UnexpectedMessageError,
       "HALO_ERR_MESSAGE_UNEXPECTED",
-      "worker after the handshake: expected 'error' or 'join' or 'plan' or 'heartbeat' or 'input' or 'reset' or 'stop' or 'shard-offer' or 'shard-chunk' or 'shard-end' or 'profile-request', got 'partial'",
+      "worker after the handshake: expected 'error' or 'join' or 'plan' or 'heartbeat' or 'input' or 'reset' or 'stop' or 'shard-offer' or 'shard-chunk' or 'shard-end' or 'profile-request' or 'prepare' or 'activate', got 'partial'",
     ],
     [
       { type: "auth", nonce: randomBytes(16), mac: randomBytes(32) },
       UnexpectedMessageError,
       "HALO_ERR_MESSAGE_UNEXPECTED",
-      "worker after the handshake: expected 'error' or 'join' or 'plan' or 'heartbeat' or 'input' or 'reset' or 'stop' or 'shard-offer' or 'shard-chunk' or 'shard-end' or 'profile-request', got 'auth'",
+      "worker after the handshake: expected 'error' or 'join' or 'plan' or 'heartbeat' or 'input' or 'reset' or 'stop' or 'shard-offer' or 'shard-chunk' or 'shard-end' or 'profile-request' or 'prepare' or 'activate', got 'auth'",
     ],
     [{ ...JOIN, __proto__x: 1 }, MessageInvalidError, "HALO_ERR_MESSAGE_INVALID", "invalid control message: __proto__x: unknown key '__proto__x'"],
   ];

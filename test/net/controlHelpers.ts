@@ -261,6 +261,15 @@ export const MESSAGE_ARBITRARIES = {
   "shard-stored": fc.record({ type: fc.constant("shard-stored" as const), sha256: sha256Hex }),
   "profile-request": fc.record({ type: fc.constant("profile-request" as const), requestId: u32 }),
   profile: fc.record({ type: fc.constant("profile" as const), requestId: u32, profile: measuredProfile }),
+  prepare: fc.record({
+    type: fc.constant("prepare" as const),
+    sequence: u32,
+    groups: fc.oneof(phaseGroups, fc.array(phaseGroups, { minLength: 1, maxLength: 6 })),
+    ffnBlockSize: fc.integer({ min: 1, max: CONTROL_LIMITS.maxFfnBlockSize }),
+  }),
+  "prepare-ok": fc.record({ type: fc.constant("prepare-ok" as const), sequence: u32 }),
+  activate: fc.record({ type: fc.constant("activate" as const), sequence: u32, position: u32 }),
+  "activate-ok": fc.record({ type: fc.constant("activate-ok" as const), sequence: u32 }),
 } satisfies { [T in ControlMessageType]: fc.Arbitrary<Extract<ControlMessage, { type: T }>> };
 
 export const anyMessage: fc.Arbitrary<ControlMessage> = fc.oneof(...Object.values(MESSAGE_ARBITRARIES));

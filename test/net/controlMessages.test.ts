@@ -77,7 +77,7 @@ test("schema rejects name the field, with bounds on every number, array and byte
   const plan = { type: "plan", sequence: 1, epoch: 2, groups: { attention: [[0, 2]], ffn: [[0, 8]] }, ffnBlockSize: 32, wire: "q8_0", position: 0, copies: 1 };
   const cases: [unknown, string, string][] = [
     [5, "(message)", "Invalid input: expected object, received number"],
-    [{ type: "nope" }, "type", "Invalid discriminator value. Expected 'hello' | 'auth' | 'auth-ok' | 'error' | 'join' | 'join-ok' | 'plan' | 'plan-ok' | 'heartbeat' | 'input' | 'partial' | 'reset' | 'stop' | 'shard-request' | 'shard-offer' | 'shard-accept' | 'shard-chunk' | 'shard-end' | 'shard-stored' | 'profile-request' | 'profile'"],
+    [{ type: "nope" }, "type", "Invalid discriminator value. Expected 'hello' | 'auth' | 'auth-ok' | 'error' | 'join' | 'join-ok' | 'plan' | 'plan-ok' | 'heartbeat' | 'input' | 'partial' | 'reset' | 'stop' | 'shard-request' | 'shard-offer' | 'shard-accept' | 'shard-chunk' | 'shard-end' | 'shard-stored' | 'profile-request' | 'profile' | 'prepare' | 'prepare-ok' | 'activate' | 'activate-ok'"],
     [{ ...join, extra: 1 }, "extra", "unknown key 'extra'"],
     [{ ...join, __proto_: { polluted: true } }, "__proto_", "unknown key '__proto_'"],
     [{ ...join, constructor: { prototype: {} } }, "constructor", "unknown key 'constructor'"],
