@@ -366,6 +366,14 @@ export class FileChangedError extends HaloError {
   }
 }
 
+/** A worker could not prepare the groups of a live re-plan; it tells the coordinator and goes on computing its old ones. */
+export class ReplanError extends HaloError {
+  constructor(message: string) {
+    super("HALO_ERR_REPLAN", message);
+    this.name = "ReplanError";
+  }
+}
+
 function formatMiB(bytes: number): string {
   return Number.isFinite(bytes) ? `${(bytes / 2 ** 20).toFixed(2)} MiB` : "unlimited";
 }

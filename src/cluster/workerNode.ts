@@ -8,7 +8,7 @@
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from "node:dgram";
 import { createServer, type Server, type Socket } from "node:net";
 import { cpus, homedir } from "node:os";
-import { HaloError, MemoryBudgetError, describeError, systemClock, type Clock } from "../base/index.js";
+import { HaloError, MemoryBudgetError, ReplanError, describeError, systemClock, type Clock } from "../base/index.js";
 import type { MatrixKernels } from "../kernels/index.js";
 import { defaultShardCacheDir, type GroupStoreStats } from "../loader/index.js";
 import type { OpenGgufOptions } from "../model/index.js";
@@ -342,7 +342,8 @@ export class WorkerNode {
    */
   private prepare(session: Session, current: LoadedGroups, message: PrepareMessage): void {
     const refuse = (text: string): void => {
-      if (this.session === session) session.connection.send({ type: "error", code: "HALO_ERR_REPLAN", message: `cannot prepare re-plan ${message.sequence}: ${text}`.slice(0, CONTROL_LIMITS.maxErrorMessageChars) });
+      const error = new ReplanError(`cannot prepare re-plan ${message.sequence}: ${text}`);
+      if (this.session === session) session.connection.send({ type: "error", code: error.code, message: error.message.slice(0, CONTROL_LIMITS.maxErrorMessageChars) });
     };
     if (this.options.model === undefined) {
       refuse("this worker has no model file of its own (it receives shards)");

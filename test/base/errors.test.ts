@@ -37,6 +37,7 @@ const instances: errors.HaloError[] = [
   new errors.MemoryBudgetError(1 << 20, 3 << 20, "x"),
   new errors.FileChangedError("/p", "x"),
   new errors.ChatTemplateError("x"),
+  new errors.ReplanError("x"),
   new errors.RequestError(400, "x", { param: "messages" }),
 ];
 
