@@ -10,7 +10,8 @@
  * placement and repeat it records decode tok/s and the greedy tokens, and compares the tokens
  * with a single-node run of the same prompt (positions equal, and the prefix before the first
  * difference). Env: HALO_BENCH_TOKENS (32), HALO_BENCH_REPEATS (2), HALO_BENCH_BASE_SLOWDOWN (3),
- * HALO_BENCH_LOSS (5 percent).
+ * HALO_BENCH_LOSS (5 percent). Last, a live re-plan on a worker leaving (migration.ts): how long
+ * loading the moved groups takes while tokens go on, and the stall at the switch.
  */
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -19,6 +20,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { writeSyntheticModel } from "../../src/model/index.js";
 import { describeRun, mean } from "../report.js";
+import { benchMigration, renderMigration } from "./migration.js";
 import { benchPlannerTime, renderPlannerTime } from "./plannerTime.js";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
@@ -62,7 +64,7 @@ function agreement(tokens: readonly number[], dense: readonly number[]): { equal
   return { equal: tokens.filter((t, i) => t === dense[i]).length / dense.length, prefix };
 }
 
-function main(): void {
+async function main(): Promise<void> {
   const cacheDir = join(root, "bench", ".cache");
   mkdirSync(cacheDir, { recursive: true });
   const model = join(cacheDir, "tinyllama-1.1b-4l-q4_0.gguf");
@@ -94,9 +96,11 @@ function main(): void {
     const ratio = mean(results["halo"]!.map((run) => run.decodeTokS)) / mean(results["uniform"]!.map((run) => run.decodeTokS));
     process.stdout.write(`\nhalo ÷ uniform decode tok/s: ${ratio.toFixed(2)}x (target ≥ 1.5x)\n\nplanner time, 8 devices × a Llama-2-7B-shape model (target < 50 ms):\n`);
     process.stdout.write(renderPlannerTime(benchPlannerTime({ runs: 5 })) + "\n");
+    process.stdout.write("\nlive re-plan: worker 3 of 3 leaves after 8 tokens; its groups go to workers 1 and 2, which load them while generating (in-process workers, same model):\n");
+    process.stdout.write(renderMigration(await benchMigration(model)) + "\n");
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-main();
+await main();

@@ -182,7 +182,7 @@ export async function executeGeneration(request: GenerationRequest, io: CommandI
     });
     const t = result.timings;
     const skipping = skipper === undefined ? undefined : { ...skipper.totals, threshold: skipper.threshold, skippedRatio: skipper.totals.considered === 0 ? 0 : skipper.totals.skipped / skipper.totals.considered };
-    const clusterSummary = coordinator === undefined ? undefined : { devices: coordinator.nDevices, mode: request.cluster!.mode, wire: coordinator.wire, lostWorkers: coordinator.lostWorkers, totals: coordinator.totals, deadlines: coordinator.deadlines(), links: coordinator.linkStats(), presets: devicesApplied(request.cluster!), profiles: coordinator.profiles(), placement: { choice: request.placement, replanned: coordinator.replanned, groupsPerDevice: groupsPerDevice(coordinator.placement) } };
+    const clusterSummary = coordinator === undefined ? undefined : { devices: coordinator.nDevices, mode: request.cluster!.mode, wire: coordinator.wire, lostWorkers: coordinator.lostWorkers, totals: coordinator.totals, deadlines: coordinator.deadlines(), links: coordinator.linkStats(), presets: devicesApplied(request.cluster!), profiles: coordinator.profiles(), placement: { choice: request.placement, replanned: coordinator.replanned, liveReplans: coordinator.liveReplans, groupsPerDevice: groupsPerDevice(coordinator.placement) } };
     if (request.json) {
       io.stdout(JSON.stringify({ text: result.text, tokens: result.tokens, promptTokens: promptIds, stopReason: result.stopReason, seed: request.sampling.seed, kernels: kernels.name, timings: t, skipping, cluster: clusterSummary, perToken: clusterSummary === undefined ? undefined : perToken }) + "\n");
     } else {
