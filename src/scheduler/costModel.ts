@@ -16,6 +16,7 @@
  */
 import { ScheduleError } from "../base/index.js";
 import { GROUP_KINDS, groupCount, type GroupKind } from "../partition/index.js";
+import { PhasePins } from "./pinnedGroups.js";
 import { DEFAULT_CRITICAL_FRACTION, DEFAULT_LAMBDA_MS, groupBytes, type ScheduleInput, type ScheduleOptions } from "./scheduleInput.js";
 
 /** The RFC 6298 multiplier of the deviation in the learned soft deadline. */
@@ -95,6 +96,8 @@ export class CostModel {
   readonly importance: readonly Float64Array[];
   /** (nPhases) groups by decreasing importance, ties by index. */
   readonly byImportance: readonly Int32Array[];
+  /** The groups that must stay on their device (none when the input pins nothing). */
+  readonly pins: PhasePins;
   /** The terms of the last phaseCost call: makespan ms, soft deadline ms, lost importance. */
   readonly lastTerms = new Float64Array(3);
   // The devices' figures again as typed arrays: phaseCost runs about a hundred thousand times
@@ -120,6 +123,7 @@ export class CostModel {
     this.nGroups = GROUP_KINDS.map((kind) => groupCount(input.layout, kind));
     this.importance = scaledImportance(input, this.nGroups);
     this.byImportance = this.importance.map((importance) => indicesByDecreasing(importance));
+    this.pins = new PhasePins(input, this.nDevices, this.byImportance);
     this.groupMsByKind = [0, 1].map((k) => Float64Array.from(this.devices, (d) => d.groupMs[k]!));
     this.fixedMs = Float64Array.from(this.devices, (d) => d.transferMs + d.jitterMs);
     this.jitterMs = Float64Array.from(this.devices, (d) => d.jitterMs);

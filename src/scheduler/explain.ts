@@ -35,6 +35,8 @@ export interface ScheduleExplanation {
   readonly criticalFraction: number;
   readonly broadcastBytes: number;
   readonly partialSumBytes: number;
+  /** Groups pinned to their device over all layers, per kind (ScheduleInput.pinned). */
+  readonly nPinned: Readonly<Record<GroupKind, number>>;
   readonly devices: readonly DeviceExplanation[];
   /** (nLayers × 2) attention then FFN of each layer */
   readonly phases: readonly PhaseEvaluation[];
@@ -74,7 +76,8 @@ export function explainSchedule(input: ScheduleInput, options: ScheduleOptions =
   });
   const explanation: ScheduleExplanation = {
     choice, lambdaMs: model.lambdaMs, criticalFraction: model.criticalFraction,
-    broadcastBytes: input.broadcastBytes, partialSumBytes: input.partialSumBytes, devices, phases, trace, schedule,
+    broadcastBytes: input.broadcastBytes, partialSumBytes: input.partialSumBytes,
+    nPinned: { attention: model.pins.nPinned[0]!, ffn: model.pins.nPinned[1]! }, devices, phases, trace, schedule,
   };
   return { explanation, text: formatExplanation(explanation) };
 }
@@ -151,6 +154,7 @@ export function formatExplanation(e: ScheduleExplanation): string {
     `Placement: ${e.choice}, ${e.devices.length} devices, ${e.schedule.placement.layers.length} layers; per phase ${e.broadcastBytes} B broadcast + ${e.partialSumBytes} B partial sum per worker`,
     `Objective: ${ms(o.costMs)} ms = makespan ${ms(o.makespanMs)} ms + λ ${o.lambdaMs} ms × expected importance lost ${o.lostImportance.toFixed(5)} (importance scaled so an average phase sums to 1)`,
     `Deadlines per kind (latest over layers): attention soft ${ms(e.schedule.deadlines.attention.softMs)} / hard ${ms(e.schedule.deadlines.attention.hardMs)} ms; FFN soft ${ms(e.schedule.deadlines.ffn.softMs)} / hard ${ms(e.schedule.deadlines.ffn.hardMs)} ms`,
+    ...(e.nPinned.attention + e.nPinned.ffn === 0 ? [] : [`Pinned: ${e.nPinned.attention} attention + ${e.nPinned.ffn} FFN groups stay on their devices (placed first, never moved)`]),
     ...formatDevices(e),
     ...(e.trace === undefined ? [] : formatGreedy(e, e.trace)),
     ...formatPhases(e),

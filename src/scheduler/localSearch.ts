@@ -9,6 +9,9 @@
  *   important groups are tried: O(devices²) candidates, not O(groups × devices).
  * Each phase alternates them until neither improves; passes over all phases repeat because a
  * move frees memory that another phase may use, up to a budget of steps.
+ * Pinned groups never change device: rearrange deals only the free groups over each device's
+ * places left beside its pinned ones (P(miss) still depends on counts alone, so the sorted deal
+ * of the free groups is optimal among those that keep the pins), and moves try only free groups.
  */
 import { GROUP_KINDS, type GroupKind } from "../partition/index.js";
 import type { SearchState } from "./searchState.js";
@@ -49,14 +52,16 @@ class PhaseSearch {
     const model = state.model;
     const base = phase * model.nDevices;
     model.missRatios(phase & 1, state.counts, base, this.missRatios);
+    const nPinned = model.pins.counts;
     const devices = Array.from({ length: model.nDevices }, (_, d) => d)
-      .filter((d) => state.counts[base + d]! > 0)
+      .filter((d) => state.counts[base + d]! > nPinned[base + d]!)
       .sort((a, b) => this.missRatios[a]! - this.missRatios[b]! || a - b);
     const owners = state.owners[phase]!;
     const before = Int32Array.from(owners);
     const costBefore = state.phaseCosts[phase]!;
     let next = 0;
-    for (const d of devices) for (let c = state.counts[base + d]!; c > 0; c--) owners[model.byImportance[phase]![next++]!] = d;
+    const free = model.pins.freeByImportance[phase]!;
+    for (const d of devices) for (let c = state.counts[base + d]! - nPinned[base + d]!; c > 0; c--) owners[free[next++]!] = d;
     state.recomputePhase(phase);
     const deltaCostMs = state.phaseCosts[phase]! - costBefore;
     if (deltaCostMs < -tieMs(costBefore)) {
@@ -77,7 +82,9 @@ class PhaseSearch {
     const importance = model.importance[phase]!;
     const least = new Int32Array(model.nDevices).fill(-1);
     const most = new Int32Array(model.nDevices).fill(-1);
+    const pins = model.pins.devices[phase];
     state.owners[phase]!.forEach((d, g) => {
+      if (pins !== undefined && pins[g]! >= 0) return;
       if (least[d]! < 0 || importance[g]! < importance[least[d]!]!) least[d] = g;
       if (most[d]! < 0 || importance[g]! > importance[most[d]!]!) most[d] = g;
     });

@@ -8,7 +8,11 @@ import { validateScheduleInput, type ScheduleInput, type ScheduleOptions } from 
 export const PLACEMENT_CHOICES = ["uniform", "proportional", "halo"] as const;
 export type PlacementChoice = (typeof PLACEMENT_CHOICES)[number];
 
-/** The placement a choice gives, evaluated under the scheduler's model (critical devices, deadlines, objective) whichever it is. */
+/**
+ * The placement a choice gives, evaluated under the scheduler's model (critical devices, deadlines, objective) whichever it is.
+ * Pins (ScheduleInput.pinned) hold for every choice: the baselines' split with each pinned group overwritten onto its device,
+ * memory unchecked as for any baseline; halo plans around them and throws when they alone exceed a budget.
+ */
 export function scheduleForChoice(choice: PlacementChoice, input: ScheduleInput, options: ScheduleOptions = {}): Schedule {
   validateScheduleInput(input, options);
   switch (choice) {

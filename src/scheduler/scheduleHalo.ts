@@ -11,6 +11,9 @@
  * 3. regrouping: groups of equal importance are interchangeable, so they are dealt back to
  *    their devices in index order, which leaves each device as few ranges (matvecs, reads) as
  *    the objective allows.
+ * Pinned groups (ScheduleInput.pinned) are placed before step 1 and never move: the greedy pass
+ * prices the free groups around them, the baseline starts carry them, local search and
+ * regrouping skip them. They count toward their devices' memory and phase costs like any group.
  * Phases are numbered layer × 2 + kind index (attention 0, FFN 1) throughout.
  * No randomness: every tie goes to the lower device index, then the lower group and layer, and
  * between starts to the earlier one.
@@ -21,6 +24,7 @@ import { baselinePlacement } from "./baselines.js";
 import { CostModel, indicesByDecreasing, requireCapableDevices } from "./costModel.js";
 import { evaluateWithModel, type Schedule } from "./evaluatePlacement.js";
 import { improveLocally, tieMs, type LocalSearchStep } from "./localSearch.js";
+import { requirePinsOnCapableDevices, requirePinsWithinBudgets } from "./pinnedGroups.js";
 import { validateScheduleInput, type ScheduleInput, type ScheduleOptions } from "./scheduleInput.js";
 import { SearchState } from "./searchState.js";
 
@@ -75,7 +79,8 @@ function checkCapacity(model: CostModel): void {
 /**
  * Larger groups first (first-fit-decreasing keeps memory from being stranded in pieces too small
  * for them), then by importance; ties go group-major, so equal groups of all layers are dealt
- * round-robin and memory fills evenly across layers. Returns (phase, group) pairs, flattened.
+ * round-robin and memory fills evenly across layers. Returns (phase, group) pairs, flattened,
+ * of the free groups only: the pinned ones are placed already.
  */
 function greedyOrder(model: CostModel): Int32Array {
   const kinds = model.groupBytes[1]! > model.groupBytes[0]! ? [1, 0] : [0, 1];
@@ -94,11 +99,13 @@ function greedyOrder(model: CostModel): Int32Array {
       }
     }
     for (const item of indicesByDecreasing(importance, groupMajor)) {
-      order[next++] = 2 * Math.floor(item / nGroups) + k;
-      order[next++] = item % nGroups;
+      const [phase, group] = [2 * Math.floor(item / nGroups) + k, item % nGroups];
+      if (model.pins.isPinned(phase, group)) continue;
+      order[next++] = phase;
+      order[next++] = group;
     }
   }
-  return order;
+  return order.subarray(0, next);
 }
 
 function placeGreedily(state: SearchState, trace: ScheduleTrace | undefined): void {
@@ -108,6 +115,13 @@ function placeGreedily(state: SearchState, trace: ScheduleTrace | undefined): vo
   // Each phase's terms and P(miss) per device as of its last placement (all zero while empty), so pricing a group needs no full pass.
   const terms = new Float64Array(3 * model.nPhases);
   const missRatios = new Float64Array(model.nPhases * model.nDevices);
+  // Pinned groups first: the free ones are then priced against the memory and the phase costs the pins already take.
+  state.placePinned();
+  model.pins.devices.forEach((pins, phase) => {
+    if (pins === undefined) return;
+    model.phaseCost(phase & 1, state.counts, state.importanceSums, phase * model.nDevices, missRatios);
+    terms.set(model.lastTerms, 3 * phase);
+  });
   for (let i = 0; i < order.length; i += 2) {
     const [phase, group] = [order[i]!, order[i + 1]!];
     const base = phase * model.nDevices;
@@ -134,12 +148,12 @@ function placeGreedily(state: SearchState, trace: ScheduleTrace | undefined): vo
   }
 }
 
-/** Deals each class of equal-importance groups back to its devices, lower device first, in group order. */
+/** Deals each class of equal-importance free groups back to its devices, lower device first, in group order; pinned groups stay. */
 function regroup(state: SearchState): number {
   let nChanged = 0;
   state.owners.forEach((owners, phase) => {
     const importance = state.model.importance[phase]!;
-    const order = state.model.byImportance[phase]!;
+    const order = state.model.pins.freeByImportance[phase]!;
     for (let start = 0; start < order.length; ) {
       let end = start + 1;
       while (end < order.length && importance[order[end]!] === importance[order[start]!]) end++;
@@ -192,6 +206,9 @@ function searchFromStarts(model: CostModel, greedy: SearchState, maxSteps: numbe
 export function planPlacement(input: ScheduleInput, options: ScheduleOptions = {}, trace?: ScheduleTrace): { model: CostModel; placement: Placement } {
   validateScheduleInput(input, options);
   const model = new CostModel(input, options);
+  // Memory first: a pin onto a device with no budget is a shortfall of memory before it is a device that cannot hold the kind.
+  requirePinsWithinBudgets(model);
+  requirePinsOnCapableDevices(model);
   checkCapacity(model);
   const greedy = new SearchState(model);
   placeGreedily(greedy, trace);
@@ -206,7 +223,9 @@ export function planPlacement(input: ScheduleInput, options: ScheduleOptions = {
 /**
  * Plans a placement that minimizes Σ phase makespans + λ × expected importance missed, within
  * every device's memory budget, with each phase's critical devices and suggested deadlines.
- * Throws ScheduleError when the input is invalid or the model does not fit.
+ * Every pinned group is on its pin in the result.
+ * Throws ScheduleError when the input is invalid (a pin onto a device that cannot hold its kind
+ * included), the model does not fit, or the pins alone exceed a device's budget.
  */
 export function scheduleHalo(input: ScheduleInput, options: ScheduleOptions = {}): Schedule {
   const { model, placement } = planPlacement(input, options);

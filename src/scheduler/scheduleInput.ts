@@ -30,6 +30,13 @@ export interface ScheduleInput {
   readonly broadcastBytes: number;
   /** Bytes of the partial sum a worker returns per phase (dim × wire bytes per element). */
   readonly partialSumBytes: number;
+  /**
+   * (nLayers) Groups that must stay where they are, by kind: the device index per group, or -1 where the
+   * scheduler is free. Absent (or an absent kind): everything free. A live re-plan pins the attention
+   * groups of devices still up, whose KV cache lives there. Every placement the scheduler returns, the
+   * baselines' included, has each pinned group on its device; see docs/scheduler.md "Pinned groups".
+   */
+  readonly pinned?: ReadonlyArray<{ readonly attention?: readonly number[]; readonly ffn?: readonly number[] }>;
 }
 
 export interface ScheduleOptions {
@@ -93,6 +100,22 @@ function checkImportance(importance: readonly LayerImportance[], layout: GroupLa
   });
 }
 
+function checkPinned(pinned: NonNullable<ScheduleInput["pinned"]>, layout: GroupLayout, nLayers: number, nDevices: number): void {
+  if (pinned.length !== nLayers) invalid(`pinned has ${pinned.length} layers, the model has ${nLayers}`);
+  pinned.forEach((layer, l) => {
+    // JSON may bring a null where a layer's pins belong; an absent kind is allowed, an absent layer is a mistake.
+    if (typeof layer !== "object" || layer === null) invalid(`pinned of layer ${l} must be an object with optional attention and ffn lists, got ${String(layer)}`);
+    for (const kind of ["attention", "ffn"] as const) {
+      const devices = layer[kind];
+      if (devices === undefined) continue;
+      if (devices.length !== groupCount(layout, kind)) invalid(`pinned of layer ${l} ${kind} has ${devices.length} groups, expected ${groupCount(layout, kind)}`);
+      devices.forEach((d, g) => {
+        if (!(Number.isInteger(d) && d >= -1 && d < nDevices)) invalid(`pinned of layer ${l} ${kind} group ${g} must be a device index in [0, ${nDevices}) or -1 (free), got ${d}`);
+      });
+    }
+  });
+}
+
 /** Throws a ScheduleError ("invalid-input") naming the first figure that is negative, NaN or out of shape. */
 export function validateScheduleInput(input: ScheduleInput, options: ScheduleOptions = {}): void {
   if (input.devices.length === 0) invalid("no devices: the coordinator at least is needed");
@@ -107,6 +130,7 @@ export function validateScheduleInput(input: ScheduleInput, options: ScheduleOpt
   checkFigure("broadcastBytes", input.broadcastBytes);
   checkFigure("partialSumBytes", input.partialSumBytes);
   if (input.importance !== undefined) checkImportance(input.importance, input.layout, input.nLayers);
+  if (input.pinned !== undefined) checkPinned(input.pinned, input.layout, input.nLayers, input.devices.length);
   if (options.lambdaMs !== undefined) checkFigure("lambdaMs", options.lambdaMs);
   if (options.criticalFraction !== undefined) checkFigure("criticalFraction", options.criticalFraction, { max: 1 });
   const moves = options.maxLocalSearchMoves;

@@ -65,6 +65,21 @@ export class SearchState {
     this.phaseCosts[phase] = this.model.phaseCost(phase & 1, this.counts, this.importanceSums, base);
   }
 
+  /** Puts every pinned group on its device (the greedy pass's first step) and prices the phases that have pins. */
+  placePinned(): void {
+    const { model } = this;
+    model.pins.devices.forEach((pins, phase) => {
+      if (pins === undefined) return;
+      const bytes = model.groupBytes[phase & 1]!;
+      pins.forEach((d, g) => {
+        if (d < 0) return;
+        this.owners[phase]![g] = d;
+        this.usedBytes[d]! += bytes;
+      });
+      this.recomputePhase(phase);
+    });
+  }
+
   /** Sets every owner from a starting placement (one owner list per phase) and recomputes the rest. */
   assignAll(owners: readonly (readonly number[])[]): void {
     this.usedBytes.fill(0);

@@ -1,6 +1,7 @@
 /** Hand-made and generated clusters for the scheduler's tests. */
 import fc from "fast-check";
-import { createGroupLayout, type GroupLayout } from "../../src/partition/index.js";
+import { SeededRandom } from "../../src/base/index.js";
+import { GROUP_KINDS, createGroupLayout, type GroupLayout, type Placement } from "../../src/partition/index.js";
 import { PERFECT_LINK, type DeviceProfile, type LayerImportance, type LinkSample, type ScheduleInput } from "../../src/scheduler/index.js";
 
 export interface DeviceFigures {
@@ -96,3 +97,34 @@ export const clusterArb = fc
     const input = clusterInput(devices, { nAttention: c.nAttention, nFfn: c.nFfn, nLayers: c.nLayers }, { importance, broadcastBytes: 1088, partialSumBytes: 1088 });
     return { input, lambdaMs: c.lambdaMs };
   });
+
+export type Pins = NonNullable<ScheduleInput["pinned"]>;
+
+/**
+ * Pins for `input` that its budgets can hold: each group pinned with probability `ratio`, to its
+ * device in `from` when given (a placement that fits, as a live re-plan pins), else to a random
+ * device that may hold the kind and still has room for it. Never over a budget, never onto an
+ * excluded device, so the planner may refuse the rest of the model but never the pins.
+ */
+export function randomPins(input: ScheduleInput, seed: number, ratio: number, from?: Placement): Pins {
+  const random = new SeededRandom(seed);
+  const freeBytes = input.devices.map((d) => d.memoryBudgetBytes);
+  const bytesOf = [input.attentionGroupBytes, input.ffnGroupBytes];
+  const mayHold = (d: number, k: number): boolean => {
+    const profile = input.devices[d]!;
+    const ms = k === 0 ? profile.attentionGroupMs : profile.ffnGroupMs;
+    return ms > 0 && Number.isFinite(ms) && (d === 0 || profile.link.lossRatio < 1) && freeBytes[d]! >= bytesOf[k]!;
+  };
+  return Array.from({ length: input.nLayers }, (_, l) => {
+    const [attention, ffn] = GROUP_KINDS.map((kind, k) =>
+      Array.from({ length: kind === "attention" ? input.layout.nAttentionGroups : input.layout.nFfnGroups }, (_, g) => {
+        if (random.nextFloat() >= ratio) return -1;
+        const d = from === undefined ? random.nextInt(input.devices.length) : from.layers[l]![kind][g]!;
+        if (!mayHold(d, k)) return -1;
+        freeBytes[d]! -= bytesOf[k]!;
+        return d;
+      }),
+    );
+    return { attention: attention!, ffn: ffn! };
+  });
+}
