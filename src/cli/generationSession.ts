@@ -4,14 +4,14 @@
  * skipping, and the engine over them; plus the per-token stats line that separates compute, sync
  * and loss. `halo run`, `cluster`, `serve` and `chat` differ only in what they do with it.
  */
-import { ClusterCoordinator, clusterScheduleInput, kernelThreads, modelSha256, type ClusterOptions, type DeadlineOptions, type DeviceOverride, type SyncMode } from "../cluster/index.js";
+import { ClusterCoordinator, clusterScheduleInput, kernelThreads, replanScheduleInput, modelSha256, type ClusterOptions, type DeadlineOptions, type DeviceOverride, type SyncMode } from "../cluster/index.js";
 import { Engine, LocalSynchronizer, type ResolvedSamplingOptions } from "../engine/index.js";
 import type { MatrixKernels } from "../kernels/index.js";
 import type { LoadedModel } from "../model/index.js";
 import type { LinkProfile, WireFormat } from "../net/index.js";
-import { createGroupLayout } from "../partition/index.js";
+import { createGroupLayout, type Placement } from "../partition/index.js";
 import { GroupSkipper, ImportancePredictor, readPredictor } from "../predictor/index.js";
-import { explainSchedule, scheduleForChoice, type DeviceProfile, type PlacementChoice } from "../scheduler/index.js";
+import { evaluatePlacement, explainSchedule, scheduleForChoice, type DeviceProfile, type PlacementChoice, type ScheduleInput } from "../scheduler/index.js";
 import { commandKernels, loadCommandModel } from "./engineSetup.js";
 import type { CommandIo } from "./io.js";
 import type { ModelFlagValues } from "./modelFlags.js";
@@ -64,20 +64,38 @@ export function placementPlanner(
   choice: PlacementChoice, explain: boolean, cluster: { ffnBlockSize?: number; wire: WireFormat }, model: LoadedModel, predictor: ImportancePredictor | undefined, io: CommandIo,
 ): ClusterOptions["plan"] {
   if (choice === "uniform" && !explain) return undefined;
-  return (profiles) => {
+  return (profiles, context) => {
+    // The baselines are fixed splits: only halo plans again while generating.
+    if (context !== undefined && choice !== "halo") return undefined;
     const missing = profiles.findIndex((p) => p === null);
     if (missing >= 0) {
-      io.stderr(`halo: placement stays uniform: device ${missing} sent no profile\n`);
+      io.stderr(`halo: placement ${context === undefined ? "stays uniform" : "stays as it is"}: device ${missing} sent no profile\n`);
       return undefined;
     }
     const layout = createGroupLayout(model.config, cluster.ffnBlockSize);
-    const input = clusterScheduleInput(model, layout, profiles as DeviceProfile[], cluster.wire, predictor?.predictor);
+    const free = clusterScheduleInput(model, layout, profiles as DeviceProfile[], cluster.wire, predictor?.predictor);
+    const input = context === undefined ? free : replanScheduleInput(free, context);
     if (explain) io.stderr(explainSchedule(input, {}, choice).text + "\n");
     if (choice === "uniform") return undefined;
     const schedule = scheduleForChoice(choice, input);
     const softMs = Math.max(schedule.deadlines.attention.softMs, schedule.deadlines.ffn.softMs);
-    return { placement: schedule.placement, schedule: { critical: schedule.layers.map((l) => l.critical), softMs } };
+    const planned = { placement: schedule.placement, schedule: { critical: schedule.layers.map((l) => l.critical), softMs }, costMs: schedule.objective.costMs };
+    return context === undefined ? planned : { ...planned, ...currentCost(input, context.current) };
   };
+}
+
+/**
+ * What the placement in use costs under the same profiles, for the re-plan's gain check: Infinity
+ * when it leaves groups on a device that can no longer compute them (the cost model's arithmetic
+ * gives NaN there), nothing when it cannot be priced.
+ */
+function currentCost(input: ScheduleInput, current: Placement): { currentCostMs?: number } {
+  try {
+    const { costMs } = evaluatePlacement(input, current).objective;
+    return { currentCostMs: Number.isNaN(costMs) ? Infinity : costMs };
+  } catch {
+    return {};
+  }
 }
 
 /** The line saying which importance is active, and for what. */

@@ -9,6 +9,7 @@ import type { GroupLayout } from "../partition/index.js";
 import type { GroupPredictor } from "../predictor/index.js";
 import { scheduleForChoice, type DeviceProfile, type LayerImportance, type PlacementChoice, type Schedule, type ScheduleInput } from "../scheduler/index.js";
 import { WIRE_FORMATS, type WireFormat } from "../net/index.js";
+import type { ReplanContext } from "./liveReplan.js";
 
 /** Bytes of one attention group and one FFN block of a layer: their rows of the input projections and columns of the output one. */
 export function groupBytes(model: LoadedModel, layout: GroupLayout): { attention: number; ffn: number } {
@@ -42,6 +43,21 @@ export function clusterScheduleInput(model: LoadedModel, layout: GroupLayout, de
     broadcastBytes: vectorBytes,
     partialSumBytes: vectorBytes,
   };
+}
+
+/**
+ * The scheduler's input for a live re-plan: the groups the context pins stay put, and a frozen
+ * worker (one that cannot load live) gets a budget of exactly what its pinned groups take, so
+ * nothing new is placed on it.
+ */
+export function replanScheduleInput(input: ScheduleInput, context: ReplanContext): ScheduleInput {
+  const pinnedBytes = new Array<number>(input.devices.length).fill(0);
+  for (const layer of context.pinned) {
+    for (const d of layer.attention) if (d >= 0) pinnedBytes[d]! += input.attentionGroupBytes;
+    for (const d of layer.ffn) if (d >= 0) pinnedBytes[d]! += input.ffnGroupBytes;
+  }
+  const devices = input.devices.map((device, i) => (context.frozen.includes(i) ? { ...device, memoryBudgetBytes: pinnedBytes[i]! } : device));
+  return { ...input, devices, pinned: context.pinned };
 }
 
 /** The schedule a --placement choice gives for these devices. */

@@ -23,4 +23,4 @@ export type { DeviceProfilerOptions } from "./deviceProfiler.js";
 export { LAYER_MATRICES, createSyntheticGroups, tensorTypesLabel, tensorTypesOfFile, tensorTypesOfLayer, uniformTypes } from "./syntheticGroup.js";
 export type { BoundGroups, LayerMatrix, LayerTensorTypes, SyntheticGroups } from "./syntheticGroup.js";
 export type { DeviceOverride } from "./clusterProfiles.js";
-export { calibratedImportance, clusterScheduleInput, groupBytes, scheduleCluster } from "./clusterSchedule.js";
+export { calibratedImportance, clusterScheduleInput, groupBytes, replanScheduleInput, scheduleCluster } from "./clusterSchedule.js";

@@ -11,10 +11,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, test } from "node:test";
-import { ClusterCoordinator, WorkerNode, modelSha256, type ClusterOptions, type ReplanContext, type SyncMode } from "../../src/cluster/index.js";
+import { placementPlanner } from "../../src/cli/generationSession.js";
+import type { CommandIo } from "../../src/cli/io.js";
+import { ClusterCoordinator, WorkerNode, modelSha256, replanScheduleInput, type ClusterOptions, type ReplanContext, type SyncMode } from "../../src/cluster/index.js";
 import { Engine, argmax } from "../../src/engine/index.js";
 import type { ControlMessage } from "../../src/net/index.js";
 import type { Placement } from "../../src/partition/index.js";
+import { PERFECT_LINK, type DeviceProfile, type ScheduleInput } from "../../src/scheduler/index.js";
 import { loadStories, readGolden, stories260KPath, testKernels } from "../helpers/golden.js";
 import { RawPeer } from "../net/controlHelpers.js";
 
@@ -222,4 +225,44 @@ test("a worker that takes shards (no model file) is frozen: the planner is told,
   assert.deepEqual(coordinator.placement, before);
   assert.ok(logs.some((line) => line.includes("cannot prepare re-plan 1: this worker has no model file of its own")), logs.join("\n"));
   assert.ok(logs.some((line) => line.includes("re-plan 1 abandoned")), logs.join("\n"));
+});
+
+test("with the halo scheduler: a worker leaving is re-planned with the attention of live devices pinned, nothing left on the lost worker, and the costs reported", async () => {
+  const workers = [await startWorker(), await startWorker(), await startWorker()];
+  const { model } = await loadStories();
+  const io = { stdout: () => undefined, stderr: () => undefined } as unknown as CommandIo;
+  const halo = placementPlanner("halo", false, { wire: "f32" }, model, undefined, io)!;
+  const contexts: ReplanContext[] = [];
+  const { coordinator, engine } = await connect(workers, "relaxed", {
+    profileKernels: [testKernels()],
+    // Uniform at join (on loopback halo would keep this tiny model on the coordinator); halo from then on.
+    plan: (profiles, context) => {
+      if (context === undefined) return undefined;
+      contexts.push(context);
+      return halo(profiles, context);
+    },
+  });
+  const before = coordinator.placement;
+  await greedy(engine, 24, async (n) => {
+    if (n === 4) await workers[1]!.close();
+  });
+  const [replan] = coordinator.liveReplans;
+  assert.ok(replan !== undefined && replan.trigger === "worker 2 left", JSON.stringify(coordinator.liveReplans));
+  // The old placement leaves groups on a device that cannot compute them: it costs Infinity under the new profiles.
+  assert.ok(replan.costMs !== undefined && Number.isFinite(replan.costMs) && replan.previousCostMs === Infinity, JSON.stringify(replan));
+  const after = coordinator.placement;
+  assert.equal(groupsOn(after, 2), 0);
+  after.layers.forEach((layer, l) => layer.attention.forEach((d, g) => {
+    if (before.layers[l]!.attention[g] !== 2) assert.equal(d, before.layers[l]!.attention[g], `layer ${l} attention group ${g} stayed`);
+  }));
+});
+
+test("replanScheduleInput: pins pass through; a frozen worker's budget is exactly its pinned groups", () => {
+  const device = (name: string): DeviceProfile => ({ name, attentionGroupMs: 1, ffnGroupMs: 1, compute: [], freeMemoryBytes: 1e9, memoryBudgetBytes: 1e9, readBytesPerSecond: 1e9, link: PERFECT_LINK });
+  const input = { devices: [device("c"), device("w1"), device("w2")], attentionGroupBytes: 100, ffnGroupBytes: 10 } as unknown as ScheduleInput;
+  const pinned = [{ attention: [0, 1], ffn: [1, -1, 2] }, { attention: [1, -1], ffn: [-1, 1, -1] }];
+  const current = { nDevices: 3, layers: [] };
+  const out = replanScheduleInput(input, { current, pinned, frozen: [1], trigger: { kind: "request" } });
+  assert.deepEqual(out.pinned, pinned);
+  assert.deepEqual(out.devices.map((d) => d.memoryBudgetBytes), [1e9, 2 * 100 + 2 * 10, 1e9]);
 });
