@@ -31,6 +31,7 @@ import type { ClusterOptions, ClusterSchedule, PhaseStats } from "./clusterOptio
 import { checkPredictorFits, replanAtJoin, type PlannedCluster, type Replanned } from "./joinPlan.js";
 import { LiveReplanner, type LiveReplan } from "./liveReplan.js";
 import { MAX_NACK_TRIES, NackScheduler } from "./nackScheduler.js";
+import { startOwnCompute } from "./ownCompute.js";
 import { PhaseDeadline, PhaseWait } from "./phaseDeadline.js";
 import { decodeVectors, encodeVectors } from "./wireVectors.js";
 import {
@@ -81,8 +82,8 @@ export class ClusterCoordinator implements Synchronizer {
   /** The workers the reliable waits belong to, in order. */
   private reliableDevices: number[] = [];
   private phaseStartMs = 0;
-  /** When beginPhase returned: the coordinator's own groups compute from then until endPhase. */
-  private localComputeStartMs = 0;
+  /** From beginPhase's return to endPhase the coordinator computes its own groups: measures that, for its emulated slowdown. */
+  private ownCompute: () => number = () => 0;
   private closed = false;
   /** This device's profile, measured at connect (and again by refreshProfiles). */
   private localProfile: MeasuredProfile | undefined;
@@ -301,7 +302,7 @@ export class ClusterCoordinator implements Synchronizer {
         this.totals.bytesSent += data.byteLength;
         return wait;
       });
-      this.localComputeStartMs = this.clock.now();
+      this.ownCompute = startOwnCompute();
       return;
     }
     this.critical = this.criticalDevices(step, devices);
@@ -322,7 +323,7 @@ export class ClusterCoordinator implements Synchronizer {
         for (let chunkIndex = 0; chunkIndex < this.chunks.length; chunkIndex++) this.sendInputChunk(link, chunkIndex, copy > 0, sendTimeUs);
       }
     }
-    this.localComputeStartMs = this.clock.now();
+    this.ownCompute = startOwnCompute();
   }
 
   async endPhase(step: PhaseStep, partial: Float32Array): Promise<void> {
@@ -336,7 +337,7 @@ export class ClusterCoordinator implements Synchronizer {
     const { layerIndex, phase, positionStart, nTokens } = step;
     const dim = this.options.model.config.dim;
     const slowdown = this.options.computeSlowdown ?? 1;
-    if (slowdown > 1) await this.clock.sleepUntil(this.clock.now() + (slowdown - 1) * (this.clock.now() - this.localComputeStartMs));
+    if (slowdown > 1) await this.clock.sleepUntil(this.clock.now() + (slowdown - 1) * this.ownCompute());
     const started = this.clock.now();
     if (this.options.mode === "strict" || nTokens > 1) {
       const devices = this.reliableDevices;

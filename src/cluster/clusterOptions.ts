@@ -85,7 +85,7 @@ export interface ClusterOptions {
   shardCacheDir?: string;
   /**
    * Emulates a slower coordinator (a Pi-class preset under halo cluster --local): each phase's
-   * own compute is followed by a wait of (slowdown − 1) × its measured time. Defaults to 1.
+   * own compute is followed by a wait of (slowdown − 1) × its own compute time (ownCompute.ts). Defaults to 1.
    */
   computeSlowdown?: number;
   /**

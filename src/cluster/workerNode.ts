@@ -21,6 +21,7 @@ import type { GroupKind } from "../partition/index.js";
 import type { GroupPredictor } from "../predictor/index.js";
 import { BudgetedSteps, budgetOptions, describeResidency } from "./budgetedSteps.js";
 import { NackScheduler } from "./nackScheduler.js";
+import { startOwnCompute } from "./ownCompute.js";
 import type { ShardProgress } from "./shardTransfer.js";
 import { CLUSTER_LIVENESS } from "./workerLink.js";
 import { WorkerProfiler } from "./workerProfiler.js";
@@ -47,7 +48,7 @@ export interface WorkerNodeOptions {
   onShardProgress?: ShardProgress;
   /**
    * Emulates a slower device (a Pi-class preset under halo cluster --local): each result is held
-   * back (slowdown − 1) × the compute time it really took. Defaults to 1.
+   * back (slowdown − 1) × its own compute time (CPU time, ownCompute.ts). Defaults to 1.
    */
   slowdown?: number;
   /**
@@ -304,11 +305,11 @@ export class WorkerNode {
         if (message.nTokens > 512) throw new HaloError("HALO_ERR_MESSAGE_INVALID", `${message.nTokens} tokens in one input; at most 512`);
         decodeVectors(message.data, nValues, this.input, session.wire);
         await this.steps.run(loaded.store, message.layer, message.phase, () => {
-          const computeStarted = performance.now();
+          const ownCompute = startOwnCompute();
           const partial = loaded.worker.compute(message.phase, message.layer, message.position, message.nTokens, this.input);
           const data = encodeVectors(partial, nValues, session.wire);
           const reply: ControlMessage = { type: "partial", position: message.position, nTokens: message.nTokens, layer: message.layer, phase: message.phase, data };
-          this.afterSlowdown(performance.now() - computeStarted, () => session.stream.send(data.byteLength, () => {
+          this.afterSlowdown(ownCompute(), () => session.stream.send(data.byteLength, () => {
             if (this.session === session) connection.send(reply);
           }));
         });
@@ -443,9 +444,9 @@ export class WorkerNode {
     };
     try {
       this.steps.run(loaded.store, layer, phaseName, () => {
-        const computeStarted = performance.now();
+        const ownCompute = startOwnCompute();
         const partial = loaded.worker.compute(phaseName, layer, position, 1, values);
-        this.sendPartial(session, position, layer, phase, partial, performance.now() - computeStarted);
+        this.sendPartial(session, position, layer, phase, partial, ownCompute());
         this.counters.stepsComputed++;
       })?.catch(onError);
     } catch (error) {
