@@ -6,7 +6,6 @@
  */
 import assert from "node:assert/strict";
 import { mkdtemp } from "node:fs/promises";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -15,11 +14,10 @@ import { placementPlanner } from "../../src/cli/generationSession.js";
 import type { CommandIo } from "../../src/cli/io.js";
 import { ClusterCoordinator, WorkerNode, modelSha256, replanScheduleInput, type ClusterOptions, type ReplanContext, type SyncMode } from "../../src/cluster/index.js";
 import { Engine, argmax } from "../../src/engine/index.js";
-import type { ControlMessage } from "../../src/net/index.js";
 import type { Placement } from "../../src/partition/index.js";
 import { PERFECT_LINK, type DeviceProfile, type ScheduleInput } from "../../src/scheduler/index.js";
 import { loadStories, readGolden, stories260KPath, testKernels } from "../helpers/golden.js";
-import { RawPeer } from "../net/controlHelpers.js";
+import { joinAsRawCoordinator } from "./rawSession.js";
 
 const clusterKey = Buffer.from("a live re-plan test key of 32 B!");
 const sha = modelSha256(stories260KPath());
@@ -167,27 +165,11 @@ test("relaxed: a worker slowing down mid-generation is drift; its FFN blocks mov
 });
 
 test("on the wire: prepare loads beside the current groups and answers prepare-ok; activate without its prepare ends the session", async () => {
-  const open = async (worker: WorkerNode): Promise<{ peer: RawPeer; next: () => Promise<ControlMessage> }> => {
-    const socket = net.connect(worker.tcpPort, "127.0.0.1");
-    const peer = new RawPeer(socket);
-    cleanups.push(async () => {
-      socket.destroy();
-      await peer.closedPromise;
-    });
-    await peer.handshakeAsCoordinator(clusterKey);
-    const next = async (): Promise<ControlMessage> => {
-      for (;;) {
-        const message = await peer.nextMessage();
-        if (message.type !== "heartbeat") return message;
-      }
-    };
-    peer.sendSealed({ type: "join", sessionId: 1, epoch: 1, nodeIndex: 1, modelSha256: sha, modelName: "stories", coordinatorUdpPort: 0 });
-    assert.equal((await next()).type, "join-ok");
-    return { peer, next };
-  };
   const workerLog: string[] = [];
   const withModel = await startWorker({ log: (line) => workerLog.push(line) });
-  const { peer, next } = await open(withModel);
+  const session = await joinAsRawCoordinator(withModel.tcpPort, clusterKey, sha);
+  cleanups.push(session.close);
+  const { peer, next } = session;
   peer.sendSealed({ type: "plan", sequence: 1, epoch: 1, groups: { attention: [[0, 2]], ffn: [[0, 3]] }, ffnBlockSize: 32, wire: "f32", position: 0, copies: 1 });
   assert.equal((await next()).type, "plan-ok");
   const heldBefore = withModel.loadedGroups!.sizeBytes;

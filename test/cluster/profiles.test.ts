@@ -4,14 +4,12 @@
  * device (itself first) with the link as it sees it and the operator's names and budgets.
  */
 import assert from "node:assert/strict";
-import net from "node:net";
 import { after, test } from "node:test";
 import { ClusterCoordinator, WorkerNode, modelSha256 } from "../../src/cluster/index.js";
 import { Engine, Sampler, generate } from "../../src/engine/index.js";
-import type { ControlMessage } from "../../src/net/index.js";
 import { PERFECT_LINK, type DeviceProfile } from "../../src/scheduler/index.js";
 import { loadStories, readGolden, stories260KPath, testKernels } from "../helpers/golden.js";
-import { RawPeer } from "../net/controlHelpers.js";
+import { joinAsRawCoordinator } from "./rawSession.js";
 
 const clusterKey = Buffer.from("a test cluster key of 32 bytes!!");
 const sha = modelSha256(stories260KPath());
@@ -89,21 +87,9 @@ test("a coordinator without profileKernels lists itself as null", async () => {
 
 test("on the wire: plan-ok carries the profile, profile-request is answered with the request's id", async () => {
   const worker = await startWorker(1);
-  const socket = net.connect(worker.tcpPort, "127.0.0.1");
-  const peer = new RawPeer(socket);
-  cleanups.push(async () => {
-    socket.destroy();
-    await peer.closedPromise;
-  });
-  await peer.handshakeAsCoordinator(clusterKey);
-  const next = async (): Promise<ControlMessage> => {
-    for (;;) {
-      const message = await peer.nextMessage();
-      if (message.type !== "heartbeat") return message;
-    }
-  };
-  peer.sendSealed({ type: "join", sessionId: 1, epoch: 1, nodeIndex: 1, modelSha256: sha, modelName: "stories", coordinatorUdpPort: 0 });
-  assert.equal((await next()).type, "join-ok");
+  const session = await joinAsRawCoordinator(worker.tcpPort, clusterKey, sha);
+  cleanups.push(session.close);
+  const { peer, next } = session;
   peer.sendSealed({ type: "plan", sequence: 1, epoch: 1, groups: { attention: [[0, 2]], ffn: [[0, 3]] }, ffnBlockSize: 32, wire: "f32", position: 0, copies: 1 });
   const planOk = await next();
   assert.ok(planOk.type === "plan-ok" && planOk.profile !== undefined && planOk.profile.compute[0]!.tensorType === "F32", JSON.stringify(planOk));
