@@ -117,4 +117,15 @@ function registerClusterMetrics(registry: Registry, cluster: ClusterView): void 
   profileGauge("halo_device_attention_group_seconds", "Measured time per attention group for one decode token", (p) => p.attentionGroupMs / 1000);
   profileGauge("halo_device_ffn_group_seconds", "Measured time per FFN group for one decode token", (p) => p.ffnGroupMs / 1000);
   profileGauge("halo_device_memory_budget_bytes", "Bytes of weights the device may keep resident", (p) => p.memoryBudgetBytes);
+  new Gauge({ name: "halo_live_replans", help: "Placements changed while generating (a worker left, rejoined or drifted)", registers, collect() { this.set(cluster.liveReplans.length); } });
+  new Gauge({
+    name: "halo_last_replan_seconds", help: "The last live re-plan: time the workers took to load their new groups while tokens went on (prepare), and the stall at the switch (activate)", labelNames: ["stage"], registers,
+    collect() {
+      this.reset();
+      const last = cluster.liveReplans.at(-1);
+      if (last === undefined) return;
+      this.set({ stage: "prepare" }, last.prepareMs / 1000);
+      this.set({ stage: "activate" }, last.activateMs / 1000);
+    },
+  });
 }

@@ -10,7 +10,7 @@ import type { ChatMessage, ChatTemplate, Tokenizer } from "../model/index.js";
 import { StopMatcher } from "./stopStrings.js";
 
 /** What the server reads of a cluster coordinator: totals, links, devices, and which device computes each group. */
-export type ClusterView = Pick<ClusterCoordinator, "nDevices" | "totals" | "lostWorkers" | "linkStats" | "profiles" | "placement">;
+export type ClusterView = Pick<ClusterCoordinator, "nDevices" | "totals" | "lostWorkers" | "linkStats" | "profiles" | "placement" | "liveReplans">;
 
 /** How many neuron groups the model splits into, per layer and phase (the placement's shape). */
 export interface GroupShape {
