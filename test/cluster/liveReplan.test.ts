@@ -248,3 +248,39 @@ test("replanScheduleInput: pins pass through; a frozen worker's budget is exactl
   assert.deepEqual(out.pinned, pinned);
   assert.deepEqual(out.devices.map((d) => d.memoryBudgetBytes), [1e9, 2 * 100 + 2 * 10, 1e9]);
 });
+
+test("leave, rejoin, join: a worker killed mid-generation loses its groups, comes back with none, and the join re-plan gives it FFN blocks again", async () => {
+  const workers = [await startWorker(), await startWorker()];
+  const { coordinator, engine, logs } = await connect(workers, "relaxed", {
+    rejoinIntervalMs: 50,
+    plan: (_profiles, context) => {
+      if (context === undefined) return undefined;
+      const { trigger } = context;
+      if (trigger.kind === "leave") return { placement: movePlacement(context, (d) => (d === trigger.device ? 0 : d)) };
+      if (trigger.kind !== "join") return undefined;
+      // Every other FFN block of the coordinator's goes to the worker that came back.
+      let n = 0;
+      return { placement: movePlacement(context, (d, kind) => (kind === "ffn" && d === 0 && n++ % 2 === 0 ? trigger.device : d)) };
+    },
+  });
+  const port = workers[1]!.tcpPort;
+  let restarted: Promise<WorkerNode> | undefined;
+  await greedy(engine, 60, async (n) => {
+    if (n === 4) await workers[1]!.close();
+    if (n === 6 && coordinator.liveReplans.length === 1) restarted = (async () => {
+      const { model } = await loadStories();
+      const worker = await WorkerNode.start({ model: { file: model.file, config: model.config, sha256: sha }, kernels: testKernels(), clusterKey, contextLength: 256, port });
+      cleanups.push(async () => {
+        await worker.close();
+        model.file.close();
+      });
+      return worker;
+    })();
+    if (restarted !== undefined) await sleep(5);
+  });
+  await restarted;
+  assert.deepEqual(coordinator.liveReplans.map((r) => r.trigger), ["worker 2 left", "worker 2 joined again"], logs.join("\n"));
+  assert.equal(coordinator.totals.workersRejoined, 1);
+  assert.ok(ffnGroupsOn(coordinator.placement, 2) > 0);
+  assert.equal(coordinator.placement.layers.reduce((n, l) => n + l.attention.filter((d) => d === 2).length, 0), 0, "attention stays where it went: its KV cache is there now");
+});
