@@ -63,7 +63,8 @@ const coordinatorEmulatesDelay = haloSync(["run", "--help"]).includes("--delay")
 const common = ["--model", modelPath, "--threads", "1", "--cluster-key", BENCH_CLUSTER_KEY];
 
 async function measure(cluster: NamespaceCluster, mode: "relaxed" | "strict", nTokens: number): ReturnType<NamespaceCluster["runCoordinator"]> {
-  const args = [...common, "--workers", cluster.workerList(workerPort), "--sync", mode, "--prompt", BENCH_PROMPT, "--max-tokens", String(nTokens), "--ignore-eos", "--temperature", "0"];
+  // The equal split: this benchmark compares the sync modes, not placements (halo run's default is the scheduler's).
+  const args = [...common, "--workers", cluster.workerList(workerPort), "--sync", mode, "--placement", "uniform", "--prompt", BENCH_PROMPT, "--max-tokens", String(nTokens), "--ignore-eos", "--temperature", "0"];
   if (coordinatorEmulatesDelay) args.push(...linkFlags);
   if (mode === "relaxed" && config.copies !== 1) args.push("--copies", String(config.copies));
   const coordinatorSlowdown = slowdownsFor(cluster.nDevices)[0]!;

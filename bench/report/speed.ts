@@ -41,14 +41,16 @@ export interface CellSink {
 }
 
 function modeArgs(mode: SpeedMode, predictorPath: string, copies: number): string[] {
+  // Every mode but full halo is measured on the equal split: halo run's default placement is the scheduler's.
+  const uniform = ["--placement", "uniform"];
   const relaxed = ["--sync", "relaxed", ...(copies === 1 ? [] : ["--copies", String(copies)])];
   switch (mode) {
     case "strict":
-      return ["--sync", "strict"];
+      return ["--sync", "strict", ...uniform];
     case "relaxed":
-      return relaxed;
+      return [...relaxed, ...uniform];
     case "predictor":
-      return [...relaxed, "--predictor", predictorPath];
+      return [...relaxed, ...uniform, "--predictor", predictorPath];
     case "halo":
       return [...relaxed, "--predictor", predictorPath, "--placement", "halo"];
     default:

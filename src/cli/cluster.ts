@@ -28,7 +28,11 @@ ${LINK_FLAGS_HELP}
       --spec FILE        every device at once, instead of --devices and --links: a JSON array, the
                          coordinator first, of {name, preset, slowdown, memoryMB, loss, lossBurst,
                          delay, jitter, bandwidth}, all optional (links on workers only). A field
-                         left out takes the preset's value, else the flags' (docs/cluster.md)
+                         left out takes the preset's value, else the flags' (docs/cluster.md).
+                         memoryMB is the device's memory budget for the scheduler and, on a worker,
+                         its --memory-budget too (it streams the groups that do not fit); a preset's
+                         memory informs the scheduler only, and so does the coordinator's memoryMB
+                         (it holds the whole model)
 ${GENERATION_FLAGS_HELP}`;
 
 const WORKER_START_TIMEOUT_MS = 60_000;
@@ -112,7 +116,9 @@ export async function startLocalCluster(devices: readonly LocalDevice[], flags: 
   try {
     const started = await Promise.allSettled(devices.slice(1).map((device, i) => {
       const slowdown = device.slowdown === 1 ? [] : ["--slowdown", String(device.slowdown)];
-      return startWorker([...forwarded, ...linkSpecArgs(device.link!), "--seed", String(seed * 1000 + i + 1), ...slowdown]);
+      // Only the spec's own memoryMB limits the process; a preset's memory informs the scheduler alone.
+      const budget = device.memoryMB === undefined ? [] : ["--memory-budget", String(device.memoryMB)];
+      return startWorker([...forwarded, ...linkSpecArgs(device.link!), "--seed", String(seed * 1000 + i + 1), ...slowdown, ...budget]);
     }));
     for (const result of started) if (result.status === "fulfilled") children.push(result.value.child);
     const failed = started.find((r) => r.status === "rejected");

@@ -7,7 +7,10 @@
  * Precedence for a worker's link, lowest first: the link flags' defaults, the preset's typical
  * link (unless --delay, --jitter or --bandwidth were given), the flags given, the device's own
  * fields. A preset's slowdown is its speed against the fastest preset listed; `slowdown` sets it
- * outright. A preset's memory is the device's budget unless `memoryMB` says otherwise.
+ * outright. A preset's memory is the device's budget in its profile (what the scheduler plans
+ * with) unless `memoryMB` says otherwise. Only an explicit `memoryMB` also limits a worker's
+ * process (its --memory-budget: it streams what does not fit); the coordinator holds the whole
+ * model, so its `memoryMB` informs the scheduler alone.
  */
 import { z } from "zod";
 import { UsageError } from "../base/index.js";
@@ -15,14 +18,17 @@ import { DEVICE_PRESETS, DEVICE_PRESET_NAMES, slowdownFactors, type DevicePreset
 import { linkProfileOf, readLinksFile, type LinkSpec } from "./clusterFlags.js";
 import { stringFlag, type ParsedFlags } from "./flags.js";
 import { readJsonFile } from "./textFile.js";
+import { MEMORY_BUDGET_MIB } from "./worker.js";
 
 export interface LocalDevice {
   name: string | undefined;
   preset: DevicePresetName | undefined;
   /** How many times slower than this machine its process computes (1: as fast). */
   slowdown: number;
-  /** Bytes of weights it may keep, as its profile reports; undefined: its free memory. */
+  /** Bytes of weights it may keep, as its profile reports to the scheduler; undefined: its free memory. */
   memoryBudgetBytes: number | undefined;
+  /** The spec's own memoryMB (MiB), which a worker's process takes as --memory-budget; undefined without one (a preset's memory is not a process limit). */
+  memoryMB: number | undefined;
   /** Its worker link; undefined for the coordinator. */
   link: LinkSpec | undefined;
 }
@@ -34,7 +40,7 @@ const FIELDS = {
   name: { schema: z.string().min(1).max(64), expects: "a string of 1 to 64 characters" },
   preset: { schema: z.enum(DEVICE_PRESET_NAMES), expects: `one of ${DEVICE_PRESET_NAMES.join(", ")}` },
   slowdown: { schema: z.number().min(1).max(1000), expects: "a number from 1 to 1000" },
-  memoryMB: { schema: z.number().gt(0).max(2 ** 30), expects: "a number of MiB above 0, at most 1073741824" },
+  memoryMB: { schema: z.number().min(MEMORY_BUDGET_MIB.min).max(MEMORY_BUDGET_MIB.max), expects: `a number of MiB from ${MEMORY_BUDGET_MIB.min} to ${MEMORY_BUDGET_MIB.max} (a worker's --memory-budget)` },
   loss: { schema: z.number().min(0).max(100), expects: "a number from 0 to 100 (percent)" },
   lossBurst: { schema: z.number().min(1).max(1e6), expects: "a number from 1 to 1000000 (datagrams)" },
   delay: { schema: z.number().min(0).max(60_000), expects: "a number from 0 to 60000 (ms)" },
@@ -120,7 +126,9 @@ export function readClusterSpec(path: string, defaults: LinkSpec, explicitLink: 
       }
     }
     const presetMemory = entry.preset === undefined ? undefined : DEVICE_PRESETS[entry.preset].memoryBytes;
-    return { name: entry.name, preset: entry.preset, slowdown: entry.slowdown ?? slowdowns[i]!, memoryBudgetBytes: entry.memoryMB === undefined ? presetMemory : Math.round(entry.memoryMB * 2 ** 20), link };
+    // Rounded down as halo worker --memory-budget rounds, so the profile and the process agree.
+    const memoryBudgetBytes = entry.memoryMB === undefined ? presetMemory : Math.floor(entry.memoryMB * 2 ** 20);
+    return { name: entry.name, preset: entry.preset, slowdown: entry.slowdown ?? slowdowns[i]!, memoryBudgetBytes, memoryMB: entry.memoryMB, link };
   });
 }
 
@@ -145,7 +153,7 @@ export function localDevicesFromFlags(flags: ParsedFlags, nDevices: number, defa
   return Array.from({ length: nDevices }, (_, i) => {
     const preset = presets?.[i];
     const link = i === 0 ? undefined : (links?.[i - 1] ?? presetLink(defaults, preset, explicitLink));
-    return { name: undefined, preset, slowdown: slowdowns?.[i] ?? 1, memoryBudgetBytes: preset === undefined ? undefined : DEVICE_PRESETS[preset].memoryBytes, link };
+    return { name: undefined, preset, slowdown: slowdowns?.[i] ?? 1, memoryBudgetBytes: preset === undefined ? undefined : DEVICE_PRESETS[preset].memoryBytes, memoryMB: undefined, link };
   });
 }
 

@@ -20,7 +20,7 @@ import type { CommandIo } from "./io.js";
 import { readTextFile } from "./textFile.js";
 import { DEFAULT_LINK_SPEC, linkProfileOf } from "./clusterFlags.js";
 import { readClusterSpec, type LocalDevice } from "./clusterSpec.js";
-import { placementPlanner } from "./generationSession.js";
+import { groupsPerDevice, placementPlanner } from "./generationSession.js";
 import { readPlacement } from "./run.js";
 import { loadCommandModel } from "./engineSetup.js";
 import { linePlot } from "./linePlot.js";
@@ -45,7 +45,9 @@ by their true contribution (oracle), by the calibration's static average, and at
                          the predictor's critical sets (--critical-fraction, default 0.25);
       --copies N         with every datagram sent N times (default 1)
       --spec FILE        per-device speed and links instead of --loss (halo cluster --spec; N devices)
-      --placement P      uniform (default), proportional or halo: how groups are placed (halo run)
+      --placement P      halo (default, as for halo run and cluster), uniform or proportional: how
+                         groups are placed. On one machine halo may keep the whole model on this
+                         device, so nothing crosses the lossy links: uniform measures the protocol
 ${MODEL_FLAGS_HELP}`;
 
 export const DROP_POLICIES = ["predictor", "oracle", "static", "random"] as const;
@@ -206,8 +208,8 @@ export async function evalCommand(argv: readonly string[], io: CommandIo): Promi
       ];
       const links = devices === undefined ? `${lossPercent}% emulated loss each way` : `links and speeds of ${specPath}`;
       io.stdout(`relaxed protocol, ${nDevices} devices, ${placement} placement, ${links}, ${common.copies ?? 1} cop${(common.copies ?? 1) === 1 ? "y" : "ies"} of each datagram, token by token:\n` +
-        `| critical sets | perplexity | vs dense | top-1 agreement | contributions dropped | critical |\n| --- | --- | --- | --- | --- | --- |\n` +
-        cluster.map((c) => `| ${c.critical} | ${c.perplexity.toFixed(4)} | ${(100 * (c.perplexity / dense.perplexity - 1)).toFixed(1)}% | ${(100 * c.top1Agreement).toFixed(1)}% | ${c.droppedContributions}/${c.expectedContributions} | ${c.criticalContributions} |`).join("\n") + "\n\n");
+        `| critical sets | groups per device | perplexity | vs dense | top-1 agreement | contributions dropped | critical |\n| --- | --- | --- | --- | --- | --- | --- |\n` +
+        cluster.map((c) => `| ${c.critical} | ${c.groupsPerDevice.join(" ")} | ${c.perplexity.toFixed(4)} | ${(100 * (c.perplexity / dense.perplexity - 1)).toFixed(1)}% | ${(100 * c.top1Agreement).toFixed(1)}% | ${c.droppedContributions}/${c.expectedContributions} | ${c.criticalContributions} |`).join("\n") + "\n\n");
     }
     const rows = report.points.slice(1).map((p) => `| ${p.dropPercent}% | ${p.policy} | ${p.perplexity.toFixed(4)} | ${(100 * (p.perplexity / dense.perplexity - 1)).toFixed(1)}% | ${(100 * p.top1Agreement).toFixed(1)}% |`);
     io.stdout(`${report.nTokens} tokens in windows of ${window}; dense perplexity ${dense.perplexity.toFixed(4)}\n` +
@@ -230,6 +232,8 @@ export interface ClusterFidelity {
   droppedContributions: number;
   expectedContributions: number;
   criticalContributions: number;
+  /** Groups (all layers, both phases) each device held at the end, coordinator first: where the placement put them. */
+  groupsPerDevice: number[];
 }
 
 /**
@@ -279,7 +283,7 @@ export async function clusterFidelity(
       }
     }
     const { droppedContributions, expectedContributions, criticalContributions } = coordinator.totals;
-    return { critical: options.predictor === undefined ? "none" : "predictor", perplexity: Math.exp(nll / n), top1Agreement: agree / n, droppedContributions, expectedContributions, criticalContributions };
+    return { critical: options.predictor === undefined ? "none" : "predictor", perplexity: Math.exp(nll / n), top1Agreement: agree / n, droppedContributions, expectedContributions, criticalContributions, groupsPerDevice: groupsPerDevice(coordinator.placement) };
   } finally {
     await coordinator.close();
     for (const worker of workers) await worker.close();

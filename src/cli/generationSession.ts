@@ -24,7 +24,7 @@ export interface GenerationRequest {
   ignoreEos: boolean;
   json: boolean;
   importance: ImportanceRequest;
-  /** How groups are placed on a cluster's devices. */
+  /** How groups are placed on a cluster's devices (readPlacement: halo unless --placement or --shares says otherwise). */
   placement: PlacementChoice;
   explain: boolean;
   cluster?: {
@@ -98,6 +98,28 @@ function currentCost(input: ScheduleInput, current: Placement): { currentCostMs?
   }
 }
 
+/** How many groups (all layers, both phases) each device computes, coordinator first. */
+export function groupsPerDevice(placement: Placement): number[] {
+  const counts = new Array<number>(placement.nDevices).fill(0);
+  for (const layer of placement.layers) for (const device of [...layer.attention, ...layer.ffn]) counts[device]!++;
+  return counts;
+}
+
+/**
+ * The line saying which placement is in use once it is planned: what moved at join, and how many
+ * groups each device computes ("halo: placement halo: 50 groups on the coordinator, 0 on workers; …").
+ */
+export function describePlacement(choice: PlacementChoice, shares: readonly number[] | undefined, coordinator: Pick<ClusterCoordinator, "placement" | "replanned">): string {
+  const [here = 0, ...workers] = groupsPerDevice(coordinator.placement);
+  const onWorkers = workers.reduce((a, b) => a + b, 0);
+  const label = shares === undefined ? choice : `${choice}, --shares ${shares.join(",")}`;
+  const { replanned } = coordinator;
+  const moved = replanned === undefined ? "" : `${replanned.groupsMoved} groups moved after profiling, the workers loaded them in ${replanned.migrationMs.toFixed(0)} ms; `;
+  const split = `${here} groups on the coordinator, ${onWorkers} on workers${onWorkers > 0 && workers.length > 1 ? ` (${workers.join(", ")})` : ""}`;
+  const hint = onWorkers === 0 && choice !== "uniform" ? "; --placement uniform spreads them over the workers" : "";
+  return `halo: placement ${label}: ${moved}${split}${hint}`;
+}
+
 /** The line saying which importance is active, and for what. */
 function describeImportance(importance: ImportanceRequest, clustered: boolean): string {
   if (importance.predictorPath === undefined) return `halo: importance uniform (no --predictor)${clustered ? ": no contribution is critical" : ""}\n`;
@@ -157,7 +179,7 @@ export async function openGenerationSession(request: GenerationRequest, io: Comm
         log: (line) => io.stderr(line + "\n"),
       });
       skipper = coordinator.skipper;
-      if (coordinator.replanned !== undefined) io.stderr(`halo: placement ${request.placement}: ${coordinator.replanned.groupsMoved} groups moved after profiling, the workers loaded them in ${coordinator.replanned.migrationMs.toFixed(0)} ms\n`);
+      io.stderr(describePlacement(request.placement, c.shares, coordinator) + "\n");
     } else if (predictor !== undefined && importance.skipBelow !== undefined) {
       const layout = createGroupLayout(model.config, predictor.predictor.ffnBlockSize);
       const single = new GroupSkipper(predictor, layout, importance.skipBelow);

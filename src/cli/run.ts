@@ -3,12 +3,11 @@ import { UsageError } from "../base/index.js";
 import type { SyncMode, DeadlineOptions } from "../cluster/index.js";
 import { PLACEMENT_CHOICES, type PlacementChoice } from "../scheduler/index.js";
 import { Sampler, generate } from "../engine/index.js";
-import type { Placement } from "../partition/index.js";
 import { WIRE_FORMAT_NAMES, type WireFormat } from "../net/index.js";
 import { booleanFlag, choiceFlag, integerFlag, numberFlag, parseFlags, stringFlag, type FlagSpec, type ParsedFlags } from "./flags.js";
 import { KEY_FLAGS, LINK_FLAGS, LINK_FLAGS_HELP, parseWorkerList, readClusterKey, readLinkProfile, readSeed } from "./clusterFlags.js";
 import type { CommandIo } from "./io.js";
-import { formatTokenStats, openGenerationSession, TokenStatsMeter, type GenerationRequest, type ImportanceRequest, type TokenStats } from "./generationSession.js";
+import { formatTokenStats, groupsPerDevice, openGenerationSession, TokenStatsMeter, type GenerationRequest, type ImportanceRequest, type TokenStats } from "./generationSession.js";
 import { MODEL_FLAGS, MODEL_FLAGS_HELP, SAMPLING_FLAGS, SAMPLING_FLAGS_HELP, readModelFlags, readSamplingFlags } from "./modelFlags.js";
 
 export type { GenerationRequest, ImportanceRequest } from "./generationSession.js";
@@ -46,10 +45,13 @@ ${SAMPLING_FLAGS_HELP}`;
 /** What a coordinator takes: synchronization, placement, importance, deadlines (halo run --workers and halo cluster). */
 export const COORDINATOR_FLAGS_HELP = `      --sync MODE        relaxed (UDP, deadlines; default) or strict (TCP, wait for all)
       --wire FORMAT      q8_0 (default), q4_0, f16 or f32: how hidden states and partial sums travel
-      --shares LIST      relative compute share of each device, this one first (default: equal)
-      --placement P      uniform (default: equal shares), proportional (to each device's measured speed) or
-                         halo (the scheduler: speed, links, memory and importance); planned once every
-                         worker has joined and sent its profile
+      --shares LIST      relative compute share of each device, this one first: a fixed split, no
+                         scheduler (not with --placement proportional or halo)
+      --placement P      halo (default: the scheduler weighs speed, links, memory and importance), or
+                         a baseline: uniform (equal shares) or proportional (to each device's
+                         measured speed); planned once every worker has joined and sent its profile.
+                         On one machine halo may keep a small model on the coordinator (a link costs
+                         more than its groups): --placement uniform spreads it over the workers
       --explain          print the scheduler's decisions (devices, costs, moves, critical sets, deadlines)
       --copies N         send every datagram N times (1-4, default 1: a loss costs a NACK round trip)
       --ffn-block N      neurons per FFN group, a multiple of the weights' block size (default 32)
@@ -86,9 +88,15 @@ function readImportance(flags: ParsedFlags): ImportanceRequest {
   return { predictorPath, source: source ?? "predictor", criticalFraction: numberFlag(flags, "critical-fraction", 0, 1), skipBelow };
 }
 
+/**
+ * --placement, by default halo (the scheduler). --shares fixes the split itself, so without
+ * --placement it means uniform (no scheduler: the equal split, weighted by the shares), and with
+ * a scheduler placement it is a usage error.
+ */
 export function readPlacement(flags: ParsedFlags): PlacementChoice {
-  const choice = choiceFlag(flags, "placement", PLACEMENT_CHOICES) ?? "uniform";
-  if (choice !== "uniform" && stringFlag(flags, "shares") !== undefined) throw new UsageError(`--shares sets the split itself; it cannot be combined with --placement ${choice}`);
+  const shares = stringFlag(flags, "shares") !== undefined;
+  const choice = choiceFlag(flags, "placement", PLACEMENT_CHOICES) ?? (shares ? "uniform" : "halo");
+  if (choice !== "uniform" && shares) throw new UsageError(`--shares sets the split itself; it cannot be combined with --placement ${choice}`);
   return choice;
 }
 
@@ -151,13 +159,6 @@ function devicesApplied(cluster: NonNullable<GenerationRequest["cluster"]>): Arr
   const { devicePresets, slowdowns } = cluster;
   if (devicePresets === undefined || slowdowns === undefined) return undefined;
   return devicePresets.map((preset, i) => ({ preset, slowdown: slowdowns[i]! }));
-}
-
-/** How many groups (all layers, both phases) each device computes. */
-function groupsPerDevice(placement: Placement): number[] {
-  const counts = new Array<number>(placement.nDevices).fill(0);
-  for (const layer of placement.layers) for (const device of [...layer.attention, ...layer.ffn]) counts[device]!++;
-  return counts;
 }
 
 /** Loads the model, connects the cluster if any, generates, prints text and stats. */

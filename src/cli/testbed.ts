@@ -29,7 +29,8 @@ and tc; without root, halo cluster --local N --loss PCT emulates the links in us
                          and the state file that status and down read
       --devices N        devices, the coordinator first (1..254; with --spec, its device count)
       --spec FILE        per-device links and speeds, as for halo cluster --spec: loss and bandwidth
-                         go on the wire; delay, jitter, slowdown and memoryMB become process flags
+                         go on the wire; delay, jitter, slowdown and a worker's memoryMB (its
+                         --memory-budget; not a preset's memory) become process flags
       --loss PCT         loss on every worker link, each way (default 0, resolution 0.01)
       --bandwidth MBIT   rate toward every device in Mbit/s, 0 = unlimited (default 0)
       --subnet A.B.C     the devices' /24, inside 10.0.0.0/8 (default 10.201.77)
@@ -115,7 +116,7 @@ function readDevices(flags: ParsedFlags): LocalDevice[] {
   const specPath = stringFlag(flags, "spec");
   if (specPath === undefined) {
     if (nDevices === undefined) throw new UsageError("halo testbed up needs --devices N (or --spec FILE): how many namespaces to build, the coordinator's included");
-    return Array.from({ length: nDevices }, (_, i) => ({ name: undefined, preset: undefined, slowdown: 1, memoryBudgetBytes: undefined, link: i === 0 ? undefined : defaults }));
+    return Array.from({ length: nDevices }, (_, i) => ({ name: undefined, preset: undefined, slowdown: 1, memoryBudgetBytes: undefined, memoryMB: undefined, link: i === 0 ? undefined : defaults }));
   }
   const devices = readClusterSpec(specPath, defaults, stringFlag(flags, "bandwidth") !== undefined);
   if (nDevices !== undefined && nDevices !== devices.length) throw new UsageError(`--spec ${specPath} describes ${devices.length} devices; --devices ${nDevices} needs one per device, the coordinator first`);
@@ -131,8 +132,9 @@ function processFlagsOf(device: LocalDevice): string[] {
   if ((device.link?.delay ?? 0) > 0) flags.push("--delay", String(device.link!.delay));
   if ((device.link?.jitter ?? 0) > 0) flags.push("--jitter", String(device.link!.jitter));
   if (device.slowdown > 1) flags.push("--slowdown", device.slowdown.toFixed(2));
-  // Only workers take --memory-budget; the coordinator's budget reaches the scheduler through --spec on halo cluster alone.
-  if (device.link !== undefined && device.memoryBudgetBytes !== undefined) flags.push("--memory-budget", String(Math.floor(device.memoryBudgetBytes / 2 ** 20)));
+  // As on halo cluster: only a worker's explicit memoryMB limits its process (a preset's memory does not);
+  // the coordinator holds the whole model, and its budget reaches the scheduler through --spec on halo cluster alone.
+  if (device.link !== undefined && device.memoryMB !== undefined) flags.push("--memory-budget", String(device.memoryMB));
   return flags;
 }
 

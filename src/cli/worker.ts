@@ -38,6 +38,9 @@ the same file); without it, receives them from the coordinator, hash-checked and
 Link emulation of the datagrams this worker sends (for local testing):
 ${LINK_FLAGS_HELP}`;
 
+/** The range of --memory-budget in MiB (also of memoryMB in halo cluster --spec, which becomes it). */
+export const MEMORY_BUDGET_MIB = { min: 0.01, max: 2 ** 20 } as const;
+
 export async function workerCommand(argv: readonly string[], io: CommandIo): Promise<number> {
   const flags = parseFlags(argv, {
     ...KEY_FLAGS, ...LINK_FLAGS,
@@ -53,7 +56,7 @@ export async function workerCommand(argv: readonly string[], io: CommandIo): Pro
   const port = integerFlag(flags, "port", 0, 65535) ?? 9998;
   const clusterKey = readClusterKey(flags, [host]);
   const modelPath = stringFlag(flags, "model");
-  const budgetMiB = numberFlag(flags, "memory-budget", 0.01, 1 << 20);
+  const budgetMiB = numberFlag(flags, "memory-budget", MEMORY_BUDGET_MIB.min, MEMORY_BUDGET_MIB.max);
   const predictorPath = stringFlag(flags, "predictor");
   const streamFrom = choiceFlag(flags, "stream-from", ["shard", "model"] as const);
   if (streamFrom !== undefined && (budgetMiB === undefined || modelPath === undefined)) throw new UsageError("--stream-from needs --memory-budget and --model (without them nothing streams from disk)");

@@ -499,14 +499,14 @@ describe("halo calibrate", () => {
     assert.deepEqual([predictor.nLayers, predictor.inputDim, predictor.maps.attention[0]!.nOutputs], [5, 64, 4]);
     assertErrorLine(["calibrate", "--out", out], await runHalo(["calibrate", "--out", out]), { command: "calibrate", exitCode: 2, code: "HALO_ERR_USAGE", message: "--corpus is required" });
     // The predictor in use: it makes some contributions critical, at a measured cost.
-    const clusterArgs = ["cluster", "--local", "3", "--predictor", out, "--loss", "5", "--seed", "2", "--prompt", "Once upon a time", "-n", "10", "--json"];
+    const clusterArgs = ["cluster", "--local", "3", "--placement", "uniform", "--predictor", out, "--loss", "5", "--seed", "2", "--prompt", "Once upon a time", "-n", "10", "--json"];
     const clusterRun = await runHalo(clusterArgs, { timeoutMs: 60_000 });
     const json = parseJsonLine<{ cluster: { totals: { criticalContributions: number; predictorMs: number; expectedContributions: number } } }>(clusterArgs, clusterRun);
     assert.ok(json.cluster.totals.criticalContributions > 0 && json.cluster.totals.criticalContributions < json.cluster.totals.expectedContributions, JSON.stringify(json.cluster.totals));
     assert.ok(json.cluster.totals.predictorMs > 0);
     assert.match(clusterRun.stderr, /halo: importance predicted per token from each phase's input \(.*stories\.halo\): the top 25% of groups make their devices critical/);
     // Static importance: the same file's calibration averages, no per-token prediction.
-    const staticArgs = ["cluster", "--local", "3", "--predictor", out, "--importance", "static", "--critical-fraction", "0.5", "--seed", "2", "--prompt", "Once", "-n", "4", "--json"];
+    const staticArgs = ["cluster", "--local", "3", "--placement", "uniform", "--predictor", out, "--importance", "static", "--critical-fraction", "0.5", "--seed", "2", "--prompt", "Once", "-n", "4", "--json"];
     const staticRun = await runHalo(staticArgs, { timeoutMs: 60_000 });
     const staticJson = parseJsonLine<{ cluster: { totals: { criticalContributions: number } } }>(staticArgs, staticRun);
     assert.ok(staticJson.cluster.totals.criticalContributions > 0);
@@ -563,7 +563,7 @@ describe("halo calibrate", () => {
 
 describe("halo cluster --local", () => {
   test("strict mode on 3 local processes at 5% emulated loss reproduces the golden greedy tokens, paying retransmissions", async () => {
-    const args = ["cluster", "--local", "3", "--sync", "strict", "--loss", "5", "--seed", "3", "--wire", "f32", "--prompt", "Once upon a time", "--temperature", "0", "-n", "20", "--json"];
+    const args = ["cluster", "--local", "3", "--placement", "uniform", "--sync", "strict", "--loss", "5", "--seed", "3", "--wire", "f32", "--prompt", "Once upon a time", "--temperature", "0", "-n", "20", "--json"];
     type Result = { tokens: number[]; cluster: { devices: number; mode: string; wire: string; lostWorkers: number[]; totals: { droppedContributions: number }; links: Array<{ emulatedRetransmissions: number }> } };
     const result = parseJsonLine<Result>(args, await runHalo(args, { timeoutMs: 90_000 }));
     assert.deepEqual(result.tokens, golden.greedy_prompt.generated_ids.slice(0, 20));
@@ -572,7 +572,7 @@ describe("halo cluster --local", () => {
   });
 
   test("relaxed mode at 10% emulated loss completes and reports per-token stats and dropped contributions", async () => {
-    const args = ["cluster", "--local", "3", "--loss", "10", "--delay", "1", "--seed", "3", "--prompt", "Once upon a time", "--temperature", "0", "-n", "20", "--json"];
+    const args = ["cluster", "--local", "3", "--placement", "uniform", "--loss", "10", "--delay", "1", "--seed", "3", "--prompt", "Once upon a time", "--temperature", "0", "-n", "20", "--json"];
     const result = parseJsonLine<{ tokens: number[]; perToken: Array<{ dropped: number; expected: number; syncWaitMs: number }>; cluster: { totals: { droppedContributions: number; expectedContributions: number } } }>(args, await runHalo(args, { timeoutMs: 60_000 }));
     assert.equal(result.tokens.length, 20);
     assert.equal(result.perToken.length, 20);
@@ -606,7 +606,7 @@ describe("halo cluster --local", () => {
     const links = path.join(tmp.path, "links.json");
     writeFileSync(links, JSON.stringify([{ loss: 0 }, { loss: 20, lossBurst: 3, delay: 1 }]));
     // A generous deadline floor, so the clean link loses nothing to scheduling on a busy machine.
-    const args = ["cluster", "--local", "3", "--links", links, "--seed", "4", "--deadline-min", "200", "--prompt", "Once upon a time", "--temperature", "0", "-n", "15", "--json"];
+    const args = ["cluster", "--local", "3", "--placement", "uniform", "--links", links, "--seed", "4", "--deadline-min", "200", "--prompt", "Once upon a time", "--temperature", "0", "-n", "15", "--json"];
     const result = parseJsonLine<{ tokens: number[]; cluster: { links: Array<{ worker: number; lossRatio: number; nDatagramsObserved: number }> } }>(args, await runHalo(args, { timeoutMs: 60_000 }));
     assert.equal(result.tokens.length, 15);
     const [clean, lossy] = result.cluster.links;
@@ -635,7 +635,7 @@ describe("halo cluster --local", () => {
   });
 
   test("--devices pi4,pi4,pi5,pi5 applies each preset's speed and link, and says so", async () => {
-    const args = ["cluster", "--local", "4", "--devices", "pi4,pi4,pi5,pi5", "--loss", "2", "--prompt", "Once upon a time", "-n", "4"];
+    const args = ["cluster", "--local", "4", "--placement", "uniform", "--devices", "pi4,pi4,pi5,pi5", "--loss", "2", "--prompt", "Once upon a time", "-n", "4"];
     const run = await runHalo(args, { timeoutMs: 60_000 });
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stderr, /devices coordinator pi4 \(2\.9 GB\/s, compute ×2\.98\), worker 1 pi4 \(2\.9 GB\/s, compute ×2\.98\), worker 2 pi5 \(8\.6 GB\/s, compute ×1\.00\), worker 3 pi5/);

@@ -1,7 +1,8 @@
 /**
  * `halo cluster --spec FILE` end to end: a valid spec runs a 3-process local cluster with
- * golden tokens and per-device profiles in --json; every invalid field, count and flag
- * combination is one usage error naming the file, the device and the field.
+ * golden tokens and per-device profiles in --json; a worker's memoryMB is its process's memory
+ * budget; every invalid field, count and flag combination is one usage error naming the file,
+ * the device and the field.
  *
  * Needs the compiled CLI (`npx tsc -p .`) and the shared model files.
  */
@@ -28,7 +29,7 @@ describe("halo cluster --spec", () => {
       { name: "kitchen", preset: "pi4", memoryMB: 2048, loss: 2 },
       { slowdown: 1.5, delay: 1, bandwidth: 200 },
     ]));
-    const args = ["cluster", "--spec", spec, "--sync", "strict", "--wire", "f32", "--seed", "5", "--prompt", "Once upon a time", "--temperature", "0", "-n", "12", "--json"];
+    const args = ["cluster", "--spec", spec, "--placement", "uniform", "--sync", "strict", "--wire", "f32", "--seed", "5", "--prompt", "Once upon a time", "--temperature", "0", "-n", "12", "--json"];
     type Profile = { name: string; attentionGroupMs: number; ffnGroupMs: number; compute: Array<{ tensorType: string; threads: number }>; memoryBudgetBytes: number; freeMemoryBytes: number; readBytesPerSecond: number; link: { rttMs: number; lossRatio: number; bandwidthMbit: number } };
     type Result = { tokens: number[]; cluster: { devices: number; presets: Array<{ preset: string | null; slowdown: number }>; profiles: Profile[] } };
     const run = await runHalo(args, { timeoutMs: 90_000 });
@@ -53,6 +54,25 @@ describe("halo cluster --spec", () => {
     assert.ok(profiles[2]!.link.rttMs >= 2 && profiles[2]!.link.bandwidthMbit === 200, JSON.stringify(profiles[2]!.link));
   });
 
+  test("a worker's memoryMB becomes its --memory-budget: it streams what does not fit and strict f32 stays golden; a preset's memory and the coordinator's memoryMB inform the scheduler only", async () => {
+    const spec = path.join(tmp.path, "budget.json");
+    // A uniform third of stories260K is about 0.29 MiB per worker: 0.1 MiB keeps part of it resident and streams the rest.
+    writeFileSync(spec, JSON.stringify([{ name: "desk", memoryMB: 1 }, { name: "small", memoryMB: 0.1 }, { name: "board", preset: "pi4" }]));
+    const args = ["cluster", "--spec", spec, "--placement", "uniform", "--sync", "strict", "--wire", "f32", "--prompt", "Once upon a time", "--temperature", "0", "-n", "12", "--json"];
+    type Result = { tokens: number[]; cluster: { placement: { groupsPerDevice: number[] }; profiles: Array<{ name: string; memoryBudgetBytes: number }> } };
+    // The budgeted worker cuts its rows into the shard cache once: keep that out of the home directory.
+    const run = await runHalo(args, { timeoutMs: 90_000, env: { XDG_CACHE_HOME: path.join(tmp.path, "cache") } });
+    const result = parseJsonLine<Result>(args, run);
+    assert.deepEqual(result.tokens, golden.greedy_prompt.generated_ids.slice(0, 12));
+    assert.ok(result.cluster.placement.groupsPerDevice.every((n) => n > 0), JSON.stringify(result.cluster.placement));
+    // Only the worker with memoryMB runs under a budget, and it streams: the pi4 preset's 8 GiB limits no process.
+    const budgetLines = run.stderr.split("\n").filter((line) => line.startsWith("halo worker: memory budget:"));
+    assert.equal(budgetLines.length, 1, run.stderr);
+    assert.match(budgetLines[0]!, /^halo worker: memory budget: [\d.]+ MiB of its [\d.]+ MiB resident; streams (?!0\.00 )[\d.]+ MiB per token from .*cache\/halo\/shards\/[0-9a-f]{64}\.gguf in \d+ reads/);
+    // The scheduler sees every memoryMB (the coordinator's too), else the preset's memory.
+    assert.deepEqual(result.cluster.profiles.map((p) => [p.name, p.memoryBudgetBytes]), [["desk", 2 ** 20], ["small", Math.floor(0.1 * 2 ** 20)], ["board", 8 * 2 ** 30]]);
+  });
+
   test("a bad --spec is a usage error naming the file, the device and the field", async () => {
     const spec = path.join(tmp.path, "bad-spec.json");
     const cases: Array<[string, string]> = [
@@ -65,8 +85,9 @@ describe("halo cluster --spec", () => {
       [`[{"name": "${"n".repeat(65)}"}]`, `device 0 (the coordinator): 'name' must be a string of 1 to 64 characters, got "${"n".repeat(39)}…`],
       ['[{}, {"preset": "pi9"}]', "device 1 (worker 1): 'preset' must be one of pi4, pi5, jetson-nano, x86, got \"pi9\""],
       ['[{}, {"slowdown": 0.5}]', "device 1 (worker 1): 'slowdown' must be a number from 1 to 1000, got 0.5"],
-      ['[{}, {}, {"memoryMB": 0}]', "device 2 (worker 2): 'memoryMB' must be a number of MiB above 0, at most 1073741824, got 0"],
-      ['[{"memoryMB": "2G"}]', "device 0 (the coordinator): 'memoryMB' must be a number of MiB above 0, at most 1073741824, got \"2G\""],
+      ['[{}, {}, {"memoryMB": 0}]', "device 2 (worker 2): 'memoryMB' must be a number of MiB from 0.01 to 1048576 (a worker's --memory-budget), got 0"],
+      ['[{}, {"memoryMB": 2000000}]', "device 1 (worker 1): 'memoryMB' must be a number of MiB from 0.01 to 1048576 (a worker's --memory-budget), got 2000000"],
+      ['[{"memoryMB": "2G"}]', "device 0 (the coordinator): 'memoryMB' must be a number of MiB from 0.01 to 1048576 (a worker's --memory-budget), got \"2G\""],
       ['[{}, {"loss": 101}]', "device 1 (worker 1): 'loss' must be a number from 0 to 100 (percent), got 101"],
       ['[{}, {"lossBurst": 0.5}]', "device 1 (worker 1): 'lossBurst' must be a number from 1 to 1000000 (datagrams), got 0.5"],
       ['[{}, {"delay": -1}]', "device 1 (worker 1): 'delay' must be a number from 0 to 60000 (ms), got -1"],

@@ -2,7 +2,8 @@
  * `halo serve --local 2` as a user runs it: a real coordinator and worker process on loopback
  * with emulated loss, answering through the openai client, with per-link gauges in /metrics,
  * the dashboard mounted, and a graceful SIGTERM (exit 0 with the cluster closed, even with a
- * dashboard event stream open).
+ * dashboard event stream open). `--placement uniform`, so that the worker computes: the default
+ * halo placement keeps this tiny model on the coordinator at 5% loss.
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -19,7 +20,7 @@ import { metricValue } from "./serverHarness.js";
 test("halo serve --local 2 answers a chat completion over a lossy 2-process cluster and exits 0 on SIGTERM", { timeout: 120_000 }, async () => {
   const env = { ...process.env };
   delete env["NODE_TEST_CONTEXT"];
-  const args = [haloMainPath(), "serve", "--local", "2", "--loss", "5", "--seed", "3", "--model", stories260KPath(), "--port", "0", "--threads", "1"];
+  const args = [haloMainPath(), "serve", "--local", "2", "--placement", "uniform", "--loss", "5", "--seed", "3", "--model", stories260KPath(), "--port", "0", "--threads", "1"];
   const child = spawn(process.execPath, args, { env, stdio: ["ignore", "pipe", "pipe"] });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
   const records: Array<Record<string, unknown>> = [];

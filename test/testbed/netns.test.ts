@@ -263,7 +263,7 @@ describe("the cluster CLI in namespaces on a bridge, loss dropped by nft, links 
 
   async function clusterRun(mode: "relaxed" | "strict", maxTokens: number, extra: readonly string[] = []): Promise<{ args: string[]; run: HaloRun; json: RunJson }> {
     const workers = [1, 2].map((node) => `${testbed!.address(node)}:${workerPort}`).join(",");
-    const args = [haloMainPath(), "run", ...generation, "--max-tokens", String(maxTokens), "--workers", workers, "--sync", mode, "--cluster-key", clusterKey, ...extra];
+    const args = [haloMainPath(), "run", ...generation, "--max-tokens", String(maxTokens), "--workers", workers, "--sync", mode, "--placement", "uniform", "--cluster-key", clusterKey, ...extra];
     const result = await testbed!.exec(0, process.execPath, args, { timeoutMs: 45_000, env: childEnv() });
     const run: HaloRun = { code: result.code, signal: result.signal, stdout: result.stdout, stderr: result.stderr + workerLogs.join("") };
     return { args, run, json: parseJsonLine<RunJson>(args, run) };

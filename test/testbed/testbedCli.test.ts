@@ -4,7 +4,7 @@
  * trip runs the compiled CLI as root and checks that no namespace is left behind.
  */
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
@@ -108,6 +108,20 @@ test("up writes a state file that status reads and down removes, with every name
   const again = bufferIo();
   await testbedCommand(["status", ...flags], again.io, fake.deps);
   assert.match(again.out.stdout, /'halofakecli' is not up/);
+});
+
+test("up --spec: a worker's own memoryMB becomes its --memory-budget; a preset's memory and the coordinator's memoryMB do not", async () => {
+  const fake = fakeSystem(0);
+  const spec = path.join(stateDir, "budget-spec.json");
+  writeFileSync(spec, JSON.stringify([{ memoryMB: 512 }, { preset: "pi4" }, { memoryMB: 0.5, delay: 2 }]));
+  const flags = ["--name", "halofakemem", "--state-dir", stateDir];
+  const up = bufferIo();
+  assert.equal(await testbedCommand(["up", "--spec", spec, "--json", ...flags], up.io, fake.deps), 0);
+  const made = JSON.parse(up.out.stdout) as { nodes: Array<{ processFlags: string[] }> };
+  const budgets = made.nodes.map((n) => n.processFlags.flatMap((flag, i, all) => (flag === "--memory-budget" ? [all[i + 1]!] : [])));
+  assert.deepEqual(budgets, [[], [], ["0.5"]], JSON.stringify(made.nodes));
+  await testbedCommand(["down", ...flags], bufferIo().io, fake.deps);
+  assert.deepEqual([...fake.namespaces], []);
 });
 
 const isRoot = process.getuid?.() === 0;
