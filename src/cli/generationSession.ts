@@ -27,6 +27,8 @@ export interface GenerationRequest {
   /** How groups are placed on a cluster's devices (readPlacement: halo unless --placement or --shares says otherwise). */
   placement: PlacementChoice;
   explain: boolean;
+  /** Live re-planning with --placement halo (a worker leaving, rejoining or drifting); --no-replan turns it off. */
+  replan: boolean;
   cluster?: {
     workers: Array<{ host: string; port: number }>;
     mode: SyncMode;
@@ -75,7 +77,8 @@ export function placementPlanner(
     const layout = createGroupLayout(model.config, cluster.ffnBlockSize);
     const free = clusterScheduleInput(model, layout, profiles as DeviceProfile[], cluster.wire, predictor?.predictor);
     const input = context === undefined ? free : replanScheduleInput(free, context);
-    if (explain) io.stderr(explainSchedule(input, {}, choice).text + "\n");
+    // Once, at join: a dump per live re-plan would bury the generated text.
+    if (explain && context === undefined) io.stderr(explainSchedule(input, {}, choice).text + "\n");
     if (choice === "uniform") return undefined;
     const schedule = scheduleForChoice(choice, input);
     const softMs = Math.max(schedule.deadlines.attention.softMs, schedule.deadlines.ffn.softMs);
@@ -174,6 +177,7 @@ export async function openGenerationSession(request: GenerationRequest, io: Comm
         profileKernels: kernelThreads(kernels) > 1 ? [kernels, commandKernels(1).kernels] : [kernels],
         devices: c.devices,
         plan: placementPlanner(request.placement, request.explain, c, model, predictor, io),
+        replan: request.replan ? undefined : false,
         linkProfiles: c.linkProfiles,
         seed: c.seed,
         log: (line) => io.stderr(line + "\n"),

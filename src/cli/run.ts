@@ -26,6 +26,7 @@ export const GENERATION_FLAGS = {
   "ffn-block": { type: "string" },
   placement: { type: "string" },
   explain: { type: "boolean" },
+  "no-replan": { type: "boolean" },
   "deadline-min": { type: "string" },
   predictor: { type: "string" },
   importance: { type: "string" },
@@ -53,6 +54,9 @@ export const COORDINATOR_FLAGS_HELP = `      --sync MODE        relaxed (UDP, de
                          On one machine halo may keep a small model on the coordinator (a link costs
                          more than its groups): --placement uniform spreads it over the workers
       --explain          print the scheduler's decisions (devices, costs, moves, critical sets, deadlines)
+      --no-replan        with halo, keep the placement made at join: by default the coordinator plans
+                         again while generating when a worker leaves, rejoins or its link drifts, and
+                         moves FFN blocks without stopping (docs/scheduler.md)
       --copies N         send every datagram N times (1-4, default 1: a loss costs a NACK round trip)
       --ffn-block N      neurons per FFN group, a multiple of the weights' block size (default 32)
       --predictor F      group-importance predictor (halo calibrate): the devices holding a token's most
@@ -133,6 +137,7 @@ export function readGenerationFlags(flags: ParsedFlags): Omit<GenerationRequest,
     importance: readImportance(flags),
     placement: readPlacement(flags),
     explain: booleanFlag(flags, "explain"),
+    replan: !booleanFlag(flags, "no-replan"),
   };
 }
 

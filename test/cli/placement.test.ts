@@ -26,13 +26,14 @@ describe("halo cluster --placement", () => {
   test("halo placement: the slow worker gets fewer groups than the fast one, the move is timed, tokens stay golden, --explain shows the plan", async () => {
     const spec = path.join(tmp.path, "spec.json");
     writeFileSync(spec, JSON.stringify([{ name: "here" }, { name: "fast" }, { name: "slow", slowdown: 4 }]));
-    const args = ["cluster", "--spec", spec, "--placement", "halo", "--explain", "--wire", "f32", "--deadline-min", "1000", "--deadline-max", "2000", "--prompt", "Once upon a time", "--temperature", "0", "-n", "12", "--json"];
-    type Result = { tokens: number[]; cluster: { placement: { choice: string; groupsPerDevice: number[]; replanned?: { groupsMoved: number; migrationMs: number } } } };
+    const args = ["cluster", "--spec", spec, "--placement", "halo", "--explain", "--no-replan", "--wire", "f32", "--deadline-min", "1000", "--deadline-max", "2000", "--prompt", "Once upon a time", "--temperature", "0", "-n", "12", "--json"];
+    type Result = { tokens: number[]; cluster: { placement: { choice: string; groupsPerDevice: number[]; replanned?: { groupsMoved: number; migrationMs: number }; liveReplans: unknown[] } } };
     const run = await runHalo(args, { timeoutMs: 90_000 });
     const result = parseJsonLine<Result>(args, run);
     assert.deepEqual(result.tokens, golden.greedy_prompt.generated_ids.slice(0, 12));
     const { placement } = result.cluster;
     assert.equal(placement.choice, "halo");
+    assert.deepEqual(placement.liveReplans, []);
     // stories260K: 5 layers × (4 attention + 6 FFN groups).
     assert.equal(placement.groupsPerDevice.reduce((a, b) => a + b, 0), 50);
     assert.ok(placement.groupsPerDevice[2]! < placement.groupsPerDevice[1]!, `slow worker ${placement.groupsPerDevice[2]} groups, fast ${placement.groupsPerDevice[1]}`);
