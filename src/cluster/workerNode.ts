@@ -213,6 +213,14 @@ export class WorkerNode {
     if (this.session?.connection !== connection) return;
     this.session.stream.destroy();
     this.session = undefined;
+    this.dropPrepared();
+  }
+
+  /** Forgets groups a re-plan prepared and never activated (a new plan or session supersedes them). */
+  private dropPrepared(): void {
+    const prepared = this.prepared;
+    this.prepared = undefined;
+    if (prepared !== undefined && prepared.loaded !== this.loaded) void prepared.loaded.store?.close();
   }
 
   private async onMessage(connection: ControlConnection, socket: Socket, message: ControlMessage): Promise<void> {
@@ -236,6 +244,7 @@ export class WorkerNode {
       }
       case "plan": {
         const session = this.requireSession(connection, "plan");
+        this.dropPrepared();
         await this.steps.idle();
         let loaded: LoadedGroups;
         try {
@@ -357,7 +366,7 @@ export class WorkerNode {
           if (loaded !== current) await loaded.store?.close();
           return;
         }
-        if (this.prepared !== undefined && this.prepared.loaded !== this.loaded) await this.prepared.loaded.store?.close();
+        this.dropPrepared();
         this.prepared = { sequence: message.sequence, loaded };
         session.connection.send({ type: "prepare-ok", sequence: message.sequence });
       },
