@@ -108,6 +108,8 @@ export async function startLocalCluster(devices: readonly LocalDevice[], flags: 
   const seed = readSeed(flags) ?? 1;
   const forwarded = ["--host", "127.0.0.1", "--port", "0", "--cluster-key", LOOPBACK_DEV_KEY, "--model", request.modelFlags.modelPath, "--threads", String(request.modelFlags.threads ?? 1)];
   if (request.modelFlags.contextLength !== undefined) forwarded.push("--ctx-size", String(request.modelFlags.contextLength));
+  // Workers apply --skip-below to their own groups with their own copy of the predictor.
+  if (request.importance.predictorPath !== undefined && request.importance.skipBelow !== undefined) forwarded.push("--predictor", request.importance.predictorPath);
   const children: ChildProcess[] = [];
   const stop = (): void => {
     for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");

@@ -66,7 +66,8 @@ export const COORDINATOR_FLAGS_HELP = `      --sync MODE        relaxed (UDP, de
                          (the calibration's average per group from the same file: no per-token cost)
       --critical-fraction X  share of groups, by predicted importance, made critical (default 0.25)
       --skip-below X     do not compute this device's groups whose predicted share of their phase's
-                         importance is below X (e.g. 0.02); needs --predictor. Workers compute all theirs.
+                         importance is below X (e.g. 0.02); needs --predictor. Workers skip theirs when
+                         they have the predictor too (halo worker --predictor; --local passes it)
       --deadline-min MS  relaxed mode: the shortest soft deadline per phase (default 5)
       --deadline-max MS  relaxed mode: the hard deadline per phase, for critical contributions (default 250)`;
 

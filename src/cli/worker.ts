@@ -28,8 +28,9 @@ the same file); without it, receives them from the coordinator, hash-checked and
                          once into the shard cache and read them from there, a few large reads
                          per layer phase) or model (read the model file: no extra disk, but the
                          attn_output/ffn_down columns come in strided runs)
-      --predictor F      with --memory-budget and --model: keep the groups the calibration found
-                         most important on average resident (halo calibrate --out F)
+      --predictor F      with --model (halo calibrate --out F): under --memory-budget, keep the groups
+                         the calibration found most important on average resident; when the
+                         coordinator runs --skip-below, predict per token which groups to skip
   -t, --threads N        compute threads (default: all cores)
       --ctx-size N       KV cache length (default: the model's, at most 4096)
       --cluster-key K    shared secret, at least 16 bytes (or HALO_CLUSTER_KEY); required off loopback
@@ -60,7 +61,7 @@ export async function workerCommand(argv: readonly string[], io: CommandIo): Pro
   const predictorPath = stringFlag(flags, "predictor");
   const streamFrom = choiceFlag(flags, "stream-from", ["shard", "model"] as const);
   if (streamFrom !== undefined && (budgetMiB === undefined || modelPath === undefined)) throw new UsageError("--stream-from needs --memory-budget and --model (without them nothing streams from disk)");
-  if (predictorPath !== undefined && (budgetMiB === undefined || modelPath === undefined)) throw new UsageError("--predictor needs --memory-budget and --model (its averages are checked against the model file)");
+  if (predictorPath !== undefined && modelPath === undefined) throw new UsageError("--predictor needs --model (the predictor is checked against the model file)");
   const { kernels, map } = commandKernels(integerFlag(flags, "threads", 1, 256));
   // Its profile also times one thread, so the scheduler sees what the extra threads buy.
   const profileKernels = kernelThreads(kernels) > 1 ? [commandKernels(1).kernels] : [];

@@ -35,7 +35,7 @@ import { startOwnCompute } from "./ownCompute.js";
 import { PhaseDeadline, PhaseWait } from "./phaseDeadline.js";
 import { decodeVectors, encodeVectors } from "./wireVectors.js";
 import {
-  createWorkerLink, isLoopbackHost, joinWorker, joinWorkerWithRetries, planMessage, reconnectWorkerLink, reportWorkerLink, sendPlan, shardSource,
+  createWorkerLink, isLoopbackHost, joinWorker, joinWorkerWithRetries, planMessage, reconnectWorkerLink, reportWorkerLink, sendPlan, shardSource, workerSkipBelow,
   type JoinContext, type PlanAnswer, type WorkerLink, type WorkerLinkReport,
 } from "./workerLink.js";
 
@@ -185,7 +185,7 @@ export class ClusterCoordinator implements Synchronizer {
       const { connection, udpPort } = await joinWorkerWithRetries(address, index, ctx);
       let answer: PlanAnswer;
       try {
-        answer = await sendPlan(connection, planMessage(placement, layout, index, ctx.epoch, wire, 0, copies), shardSource(options, layout, placement, index, clock));
+        answer = await sendPlan(connection, planMessage(placement, layout, index, ctx.epoch, wire, 0, copies, workerSkipBelow(options)), shardSource(options, layout, placement, index, clock));
       } catch (error) {
         connection.destroy();
         throw error;
@@ -552,7 +552,7 @@ export class ClusterCoordinator implements Synchronizer {
   private activateRejoined(position: number): void {
     for (const link of this.links) {
       if (link.state !== "ready") continue;
-      link.connection.send(planMessage(this.placement, this.layout, link.index, this.epoch, this.wire, position, this.options.copies ?? 1));
+      link.connection.send(planMessage(this.placement, this.layout, link.index, this.epoch, this.wire, position, this.options.copies ?? 1, workerSkipBelow(this.options)));
       link.state = "active";
       this.totals.workersRejoined++;
       this.options.log?.(`halo coordinator: worker ${link.index} rejoined at position ${position}`);
@@ -602,7 +602,7 @@ export class ClusterCoordinator implements Synchronizer {
     }
     try {
       // The worker loads its weights now (or receives them); it starts computing at the next token's plan.
-      answer = await sendPlan(joined.connection, planMessage(this.placement, this.layout, link.index, this.epoch, this.wire, Math.max(0, this.lastPositionStart), this.options.copies ?? 1), shardSource(this.options, this.layout, this.placement, link.index, this.clock));
+      answer = await sendPlan(joined.connection, planMessage(this.placement, this.layout, link.index, this.epoch, this.wire, Math.max(0, this.lastPositionStart), this.options.copies ?? 1, workerSkipBelow(this.options)), shardSource(this.options, this.layout, this.placement, link.index, this.clock));
     } catch (error) {
       this.options.log?.(`halo coordinator: worker ${link.index} joined again but its plan failed: ${describeError(error)}`);
       joined.connection.destroy();

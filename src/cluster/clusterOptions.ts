@@ -75,8 +75,9 @@ export interface ClusterOptions {
    */
   importance?: "predictor" | "static";
   /**
-   * Compute skipping on the coordinator: its own groups whose predicted share of the phase's
-   * importance is below this are not computed (needs the predictor). Workers compute all theirs.
+   * Compute skipping: the coordinator's own groups whose predicted share of the phase's importance
+   * is below this are not computed (needs the predictor), and the plans ask the workers to do the
+   * same with theirs (a worker needs its own copy of the predictor; without one it computes all).
    */
   skipBelow?: number;
   /** The emulated link for what is sent to each worker (halo cluster --local). */

@@ -13,7 +13,7 @@ import { ForwardState, KvCache, attentionContribution, ffnContribution, type Gro
 import type { MatrixKernels } from "../kernels/index.js";
 import { localRanges, type DeviceGroups, type DeviceSlice } from "../loader/index.js";
 import type { LayerWeights, LlamaWeights, ModelConfig } from "../model/index.js";
-import { groupsOfDevice, type GroupKind, type GroupLayout, type GroupRange, type Placement } from "../partition/index.js";
+import { groupsOfDevice, rangesFromIndices, type GroupKind, type GroupLayout, type GroupRange, type Placement } from "../partition/index.js";
 
 /** The group functions read no norms; a slice has none, and these stand in for the unused fields. */
 const NO_NORM = new Float32Array(0);
@@ -105,9 +105,9 @@ export class GroupWorker {
     for (let l = 0; l < this.config.nLayers; l++) {
       for (const range of this.groupsOf(l, "attention")) {
         for (let g = range.start; g < range.end; g++) {
-          const from = previous.kvIndex(l, g);
+          const from = previous.localIndex(l, "attention", g);
           if (from === undefined) continue;
-          this.kvCache.adopt(previous.kvCache, l, from, this.kvIndex(l, g)!);
+          this.kvCache.adopt(previous.kvCache, l, from, this.localIndex(l, "attention", g)!);
           carried++;
         }
       }
@@ -115,10 +115,10 @@ export class GroupWorker {
     return carried;
   }
 
-  /** Where attention group `group` (global) of `layer` sits in this worker's KV cache: itself, or its rank among a slice's groups. */
-  private kvIndex(layer: number, group: number): number | undefined {
+  /** Where group `group` (global) of (layer, phase) sits in this worker's tensors and KV cache: itself, or its rank among a slice's groups; undefined when not held. */
+  private localIndex(layer: number, phase: GroupKind, group: number): number | undefined {
     let rank = 0;
-    for (const range of this.groupsOf(layer, "attention")) {
+    for (const range of this.groupsOf(layer, phase)) {
       if (group >= range.start && group < range.end) return this.slice === undefined ? group : rank + group - range.start;
       rank += range.end - range.start;
     }
@@ -135,7 +135,7 @@ export class GroupWorker {
    * [positionStart, positionStart + nTokens), from the normed input (nTokens, dim). The result
    * is a view of an internal buffer, valid until the next call.
    */
-  compute(phase: GroupKind, layerIndex: number, positionStart: number, nTokens: number, input: Float32Array): Float32Array {
+  compute(phase: GroupKind, layerIndex: number, positionStart: number, nTokens: number, input: Float32Array, only?: readonly GroupRange[]): Float32Array {
     const { config, state } = this;
     if (!(Number.isInteger(layerIndex) && layerIndex >= 0 && layerIndex < config.nLayers)) throw new HaloError("HALO_ERR_USAGE", `layer ${layerIndex} outside [0, ${config.nLayers})`);
     if (!(Number.isInteger(nTokens) && nTokens >= 1 && nTokens <= this.maxBatch)) throw new HaloError("HALO_ERR_USAGE", `${nTokens} tokens per step; this worker takes 1..${this.maxBatch}`);
@@ -146,10 +146,23 @@ export class GroupWorker {
     const batch = { layerIndex, positionStart, nTokens };
     const ctx = this.contexts[layerIndex]!;
     const layer = this.layerWeights[layerIndex]!;
-    const ranges = this.computeRanges[layerIndex]?.[phase] ?? [];
+    const ranges = only === undefined ? this.computeRanges[layerIndex]?.[phase] ?? [] : this.rangesToCompute(layerIndex, phase, only);
     if (phase === "attention") attentionContribution(ctx, layer, batch, ranges);
     else ffnContribution(ctx, layer, batch, ranges);
     return state.partial.subarray(0, n);
+  }
+
+  /** `only` (global ranges, a subset of this worker's groups: compute skipping) as the ranges the group functions take. */
+  private rangesToCompute(layerIndex: number, phase: GroupKind, only: readonly GroupRange[]): GroupRange[] {
+    const local: number[] = [];
+    for (const range of only) {
+      for (let g = range.start; g < range.end; g++) {
+        const index = this.localIndex(layerIndex, phase, g);
+        if (index === undefined) throw new HaloError("HALO_ERR_USAGE", `group ${g} of layer ${layerIndex} ${phase} is not this worker's`);
+        local.push(index);
+      }
+    }
+    return rangesFromIndices(local, Math.max(0, ...local) + 1);
   }
 }
 

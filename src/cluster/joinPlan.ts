@@ -9,7 +9,7 @@ import type { GroupPredictor } from "../predictor/index.js";
 import { clusterProfiles } from "./clusterProfiles.js";
 import type { ClusterOptions, ClusterSchedule } from "./clusterOptions.js";
 import { groupsMoved } from "./liveReplan.js";
-import { planMessage, sendPlan, shardSource, type WorkerLink } from "./workerLink.js";
+import { planMessage, sendPlan, shardSource, workerSkipBelow, type WorkerLink } from "./workerLink.js";
 
 /** The placement change made at join: how many groups moved and how long the workers took to load them. */
 export interface Replanned {
@@ -38,7 +38,7 @@ export async function replanAtJoin(
   if (moved === 0) return { ...unchanged, schedule: chosen.schedule ?? options.schedule };
   const started = clock.now();
   await Promise.all(links.map(async (link) => {
-    const message = planMessage(chosen.placement, layout, link.index, state.epoch, state.wire, 0, state.copies);
+    const message = planMessage(chosen.placement, layout, link.index, state.epoch, state.wire, 0, state.copies, workerSkipBelow(options));
     const answer = await sendPlan(link.connection, message, shardSource(options, layout, chosen.placement, link.index, clock));
     link.profile = answer.profile ?? link.profile;
   }));

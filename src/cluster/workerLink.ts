@@ -159,13 +159,21 @@ export function reportWorkerLink(link: WorkerLink): WorkerLinkReport {
   };
 }
 
-/** The plan that gives worker `index` its groups of every layer. */
-export function planMessage(placement: Placement, layout: GroupLayout, index: number, epoch: number, wire: WireFormat, position: number, copies: number): ControlMessage {
+/**
+ * The skipping threshold the workers' plans carry: only with per-token predictions (a worker
+ * applies it with its own copy of the predictor, halo worker --predictor).
+ */
+export function workerSkipBelow(options: { skipBelow?: number; predictor?: unknown; importance?: "predictor" | "static" }): number | undefined {
+  return options.predictor !== undefined && options.importance !== "static" ? options.skipBelow : undefined;
+}
+
+/** The plan that gives worker `index` its groups of every layer (and, with `skipBelow`, asks it to skip the unimportant ones). */
+export function planMessage(placement: Placement, layout: GroupLayout, index: number, epoch: number, wire: WireFormat, position: number, copies: number, skipBelow?: number): ControlMessage {
   const groups = placement.layers.map((_, l) => ({
     attention: groupsOfDevice(placement, l, "attention", index).map((r) => [r.start, r.end] as [number, number]),
     ffn: groupsOfDevice(placement, l, "ffn", index).map((r) => [r.start, r.end] as [number, number]),
   }));
-  return { type: "plan", sequence: 1, epoch, groups, ffnBlockSize: layout.ffnBlockSize, wire, position, copies };
+  return { type: "plan", sequence: 1, epoch, groups, ffnBlockSize: layout.ffnBlockSize, wire, position, copies, ...(skipBelow === undefined ? {} : { skipBelow }) };
 }
 
 const PLAN_TIMEOUT_MS = 300_000;

@@ -17,8 +17,8 @@ import {
   encodeDatagram, encodeNack, isNackDatagram, openNack, planChunks,
   type ControlMessage, type DatagramChunk, type LinkProfile, type PlanMessage, type PrepareMessage, type SyncPhaseId, type WireFormat,
 } from "../net/index.js";
-import type { GroupKind } from "../partition/index.js";
-import type { GroupPredictor } from "../predictor/index.js";
+import { createGroupLayout, type GroupKind } from "../partition/index.js";
+import { GroupSkipper, ImportancePredictor, type GroupPredictor } from "../predictor/index.js";
 import { BudgetedSteps, budgetOptions, describeResidency } from "./budgetedSteps.js";
 import { NackScheduler } from "./nackScheduler.js";
 import { startOwnCompute } from "./ownCompute.js";
@@ -58,7 +58,11 @@ export interface WorkerNodeOptions {
   memoryBudgetBytes?: number;
   /** Under a budget with a local model, where the streamed rows are read from (see SliceSource.streamFrom). Defaults to "shard". */
   streamFrom?: "shard" | "model";
-  /** Its per-group calibration averages choose the resident groups and order the reads (when its FFN block size is the plan's). */
+  /**
+   * Its per-group calibration averages choose the resident groups and order the reads under a
+   * memory budget; and when a plan asks for compute skipping (skipBelow), it predicts per token
+   * which of this worker's groups to leave out. Used when its FFN block size is the plan's.
+   */
   predictor?: GroupPredictor;
   /** The emulated link for datagrams this worker sends (halo cluster --local). */
   linkProfile?: LinkProfile;
@@ -90,6 +94,8 @@ interface Session {
   chunks: DatagramChunk[];
   /** Partial sums sent over TCP (strict mode, prefill) cross the emulated link here. */
   stream: StreamLinkEmulator;
+  /** The plan's compute skipping (skipBelow), with this worker's predictor; undefined: every group is computed. */
+  skipper: GroupSkipper | undefined;
 }
 
 export class WorkerNode {
@@ -235,7 +241,7 @@ export class WorkerNode {
         }
         this.session = {
           connection, nodeIndex: message.nodeIndex, sessionId: message.sessionId, epoch: message.epoch, coordinatorAddress: socket.remoteAddress ?? "127.0.0.1", coordinatorUdpPort: message.coordinatorUdpPort,
-          modelSha256: message.modelSha256, receiver: undefined, key: connection.sessionKey, wire: "q8_0", copies: 1, chunks: [],
+          modelSha256: message.modelSha256, receiver: undefined, key: connection.sessionKey, wire: "q8_0", copies: 1, chunks: [], skipper: undefined,
           stream: new StreamLinkEmulator({ profile: this.options.linkProfile ?? ZERO_LINK_PROFILE, seed: (this.options.seed ?? 1) + 104_729, clock: this.options.clock ?? systemClock }),
         };
         this.loaded?.worker.reset();
@@ -267,6 +273,7 @@ export class WorkerNode {
         session.epoch = message.epoch;
         session.wire = message.wire;
         session.copies = message.copies;
+        session.skipper = this.skipperFor(message, loaded);
         session.chunks = planChunks(loaded.config.dim, message.wire);
         session.receiver = this.createReceiver(session, loaded);
         this.recentPartials.clear();
@@ -315,7 +322,8 @@ export class WorkerNode {
         decodeVectors(message.data, nValues, this.input, session.wire);
         await this.steps.run(loaded.store, message.layer, message.phase, () => {
           const ownCompute = startOwnCompute();
-          const partial = loaded.worker.compute(message.phase, message.layer, message.position, message.nTokens, this.input);
+          const only = session.skipper?.select(message.layer, message.phase, this.input, message.nTokens, loaded.worker.groupsOf(message.layer, message.phase));
+          const partial = loaded.worker.compute(message.phase, message.layer, message.position, message.nTokens, this.input, only);
           const data = encodeVectors(partial, nValues, session.wire);
           const reply: ControlMessage = { type: "partial", position: message.position, nTokens: message.nTokens, layer: message.layer, phase: message.phase, data };
           this.afterSlowdown(ownCompute(), () => session.stream.send(data.byteLength, () => {
@@ -375,6 +383,24 @@ export class WorkerNode {
         refuse(describeError(error));
       },
     );
+  }
+
+  /** Groups considered for skipping and skipped, over this session's plans (undefined: the plan asks for no skipping). */
+  skipTotals(): { considered: number; skipped: number; predictMs: number } | undefined {
+    const totals = this.session?.skipper?.totals;
+    return totals === undefined ? undefined : { ...totals };
+  }
+
+  /** The plan's compute skipping, when it asks for it and this worker has a predictor for its groups. */
+  private skipperFor(message: PlanMessage, loaded: LoadedGroups): GroupSkipper | undefined {
+    if (message.skipBelow === undefined) return undefined;
+    const predictor = this.options.predictor;
+    const fits = predictor !== undefined && predictor.ffnBlockSize === message.ffnBlockSize && predictor.nLayers === loaded.config.nLayers && predictor.inputDim === loaded.config.dim;
+    if (!fits) {
+      this.log(`the plan skips groups under ${(message.skipBelow * 100).toFixed(1)}% of their phase's predicted importance, but this worker has ${predictor === undefined ? "no --predictor" : "a predictor for other groups"}: it computes all of its groups`);
+      return undefined;
+    }
+    return new GroupSkipper(new ImportancePredictor(predictor, this.options.kernels), createGroupLayout(loaded.config, message.ffnBlockSize), message.skipBelow);
   }
 
   private sliceSource(ffnBlockSize: number): SliceSource {
@@ -454,7 +480,8 @@ export class WorkerNode {
     try {
       this.steps.run(loaded.store, layer, phaseName, () => {
         const ownCompute = startOwnCompute();
-        const partial = loaded.worker.compute(phaseName, layer, position, 1, values);
+        const only = session.skipper?.select(layer, phaseName, values, 1, loaded.worker.groupsOf(layer, phaseName));
+        const partial = loaded.worker.compute(phaseName, layer, position, 1, values, only);
         this.sendPartial(session, position, layer, phase, partial, ownCompute());
         this.counters.stepsComputed++;
       })?.catch(onError);

@@ -151,6 +151,11 @@ export const planMessageSchema = z.strictObject({
   position: u32,
   /** How many times each data-plane datagram is sent, both ways (redundancy against loss; NACKs work either way). */
   copies: z.number().int().min(1).max(4),
+  /**
+   * Compute skipping (--skip-below): a worker with a predictor for this model leaves out its groups
+   * whose predicted share of the phase's importance is under this, as the coordinator does.
+   */
+  skipBelow: z.number().min(0).lt(1).optional(),
 });
 export const planOkMessageSchema = z.strictObject({
   type: z.literal("plan-ok"),

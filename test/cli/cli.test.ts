@@ -216,7 +216,7 @@ describe("bad flags: exit 2, one stderr line naming the flag, no stack trace", {
     { args: ["worker", "--memory-budget", "abc"], flag: "--memory-budget", expected: usage("worker", "--memory-budget must be a number from 0.01 to 1048576, got 'abc'") },
     { args: ["worker", "--memory-budget", "-5"], flag: "--memory-budget", expected: usage("worker", "--memory-budget must be a number from 0.01 to 1048576, got '-5'") },
     { args: ["worker", "--memory-budget", "0"], flag: "--memory-budget", expected: usage("worker", "--memory-budget must be a number from 0.01 to 1048576, got '0'") },
-    { args: ["worker", "--memory-budget", "8", "--predictor", "p.gguf"], flag: "--predictor", expected: usage("worker", "--predictor needs --memory-budget and --model (its averages are checked against the model file)") },
+    { args: ["worker", "--memory-budget", "8", "--predictor", "p.gguf"], flag: "--predictor", expected: usage("worker", "--predictor needs --model (the predictor is checked against the model file)") },
     { args: ["worker", "--memory-budget", "8", "--stream-from", "disk"], flag: "--stream-from", expected: usage("worker", "--stream-from must be one of shard, model, got 'disk'") },
     { args: ["worker", "--stream-from", "model"], flag: "--stream-from", expected: usage("worker", "--stream-from needs --memory-budget and --model (without them nothing streams from disk)") },
     { args: ["inspect", "--bogus", BUILTIN_MODEL], flag: "--bogus", expected: usage("inspect", "unknown flag '--bogus'") },
