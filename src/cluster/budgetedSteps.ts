@@ -5,7 +5,7 @@
  */
 import type { GroupStore, GroupStoreOptions } from "../loader/index.js";
 import type { GroupKind } from "../partition/index.js";
-import type { GroupPredictor } from "../predictor/index.js";
+import type { GroupPredictor, ImportancePredictor } from "../predictor/index.js";
 
 export class BudgetedSteps {
   /** The step waiting for its weights, with those queued behind it. */
@@ -67,8 +67,22 @@ export class BudgetedSteps {
   }
 }
 
-/** Store options for a plan with FFN blocks of `ffnBlockSize`; the predictor's averages only when they index the same groups. */
-export function budgetOptions(budgetBytes: number | undefined, predictor: GroupPredictor | undefined, ffnBlockSize: number, log: (line: string) => void): Omit<GroupStoreOptions, "now"> | undefined {
+/** What a worker knows per token for ranking its reads: the predictor, and the latest phase input it received. */
+export interface LookAhead {
+  predictor: ImportancePredictor;
+  /** (dim) the normed input of the latest phase this worker received, or undefined before the first. */
+  latestInput(): Float32Array | undefined;
+}
+
+/**
+ * Store options for a plan with FFN blocks of `ffnBlockSize`; the predictor's averages only when
+ * they index the same groups. With `lookAhead`, a part's reads are ordered by the predictor's
+ * scores for that part from the latest input received (a later layer's groups ranked from an
+ * earlier layer's input: the residual stream changes little from one layer to the next), else
+ * by the calibration averages. Every streamed group of a part is read before it computes, so the
+ * order decides which arrive first, not what is computed.
+ */
+export function budgetOptions(budgetBytes: number | undefined, predictor: GroupPredictor | undefined, ffnBlockSize: number, log: (line: string) => void, lookAhead?: LookAhead): Omit<GroupStoreOptions, "now"> | undefined {
   if (budgetBytes === undefined) return undefined;
   if (predictor === undefined) return { budgetBytes };
   if (predictor.ffnBlockSize !== ffnBlockSize) {
@@ -76,12 +90,18 @@ export function budgetOptions(budgetBytes: number | undefined, predictor: GroupP
     return { budgetBytes };
   }
   const mean = (layer: number, kind: GroupKind): Float64Array | undefined => predictor.maps[kind][layer]?.mean;
+  const scores = new Float64Array(Math.max(...predictor.maps.attention.map((m) => m.nOutputs), ...predictor.maps.ffn.map((m) => m.nOutputs)));
   return {
     budgetBytes,
     importance: mean,
     rank: (layer, kind) => {
-      const scores = mean(layer, kind);
-      return scores === undefined ? [] : Array.from(scores.keys()).sort((a, b) => scores[b]! - scores[a]!);
+      const map = predictor.maps[kind][layer];
+      if (map === undefined) return [];
+      const input = lookAhead?.latestInput();
+      if (input === undefined) scores.set(map.mean);
+      else lookAhead!.predictor.predict(layer, kind, input, 0, scores);
+      const ranked = Array.from({ length: map.nOutputs }, (_, g) => g);
+      return ranked.sort((a, b) => scores[b]! - scores[a]! || a - b);
     },
   };
 }

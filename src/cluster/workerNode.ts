@@ -118,11 +118,16 @@ export class WorkerNode {
   private readonly steps = new BudgetedSteps((line) => this.log(line));
   /** The emulated slowdown (options.slowdown, changed by setSlowdown). */
   private slowdown: number;
+  /** options.predictor on this worker's kernels: skipping, and the look-ahead order of streamed reads. */
+  private readonly importance: ImportancePredictor | undefined;
+  /** (dim) the first token of the latest phase input received, for ranking the next parts' reads. */
+  private latestInput: Float32Array | undefined;
   /** Groups loaded by prepare, computed from the matching activate on. */
   private prepared: { sequence: number; loaded: LoadedGroups } | undefined;
 
   private constructor(private readonly options: WorkerNodeOptions, private readonly server: Server, udpSocket: UdpSocket) {
     this.slowdown = options.slowdown ?? 1;
+    this.importance = options.predictor === undefined ? undefined : new ImportancePredictor(options.predictor, options.kernels);
     this.nacks = new NackScheduler(options.clock ?? systemClock);
     this.profiler = new WorkerProfiler({
       kernels: [options.kernels, ...(options.profileKernels ?? [])], slowdown: () => this.slowdown, modelPath: options.model?.file.path,
@@ -320,6 +325,7 @@ export class WorkerNode {
         const nValues = message.nTokens * loaded.config.dim;
         if (message.nTokens > 512) throw new HaloError("HALO_ERR_MESSAGE_INVALID", `${message.nTokens} tokens in one input; at most 512`);
         decodeVectors(message.data, nValues, this.input, session.wire);
+        this.noteInput(this.input, loaded.config.dim);
         await this.steps.run(loaded.store, message.layer, message.phase, () => {
           const ownCompute = startOwnCompute();
           const only = session.skipper?.select(message.layer, message.phase, this.input, message.nTokens, loaded.worker.groupsOf(message.layer, message.phase));
@@ -385,6 +391,13 @@ export class WorkerNode {
     );
   }
 
+  /** Keeps the input's first token for the look-ahead ranking of streamed reads (only when there is something to rank). */
+  private noteInput(input: Float32Array, dim: number): void {
+    if (this.importance === undefined || this.loaded?.store === undefined) return;
+    if (this.latestInput?.length !== dim) this.latestInput = new Float32Array(dim);
+    this.latestInput.set(input.subarray(0, dim));
+  }
+
   /** Groups considered for skipping and skipped, over this session's plans (undefined: the plan asks for no skipping). */
   skipTotals(): { considered: number; skipped: number; predictMs: number } | undefined {
     const totals = this.session?.skipper?.totals;
@@ -400,7 +413,7 @@ export class WorkerNode {
       this.log(`the plan skips groups under ${(message.skipBelow * 100).toFixed(1)}% of their phase's predicted importance, but this worker has ${predictor === undefined ? "no --predictor" : "a predictor for other groups"}: it computes all of its groups`);
       return undefined;
     }
-    return new GroupSkipper(new ImportancePredictor(predictor, this.options.kernels), createGroupLayout(loaded.config, message.ffnBlockSize), message.skipBelow);
+    return new GroupSkipper(this.importance!, createGroupLayout(loaded.config, message.ffnBlockSize), message.skipBelow);
   }
 
   private sliceSource(ffnBlockSize: number): SliceSource {
@@ -412,7 +425,7 @@ export class WorkerNode {
       contextLength: this.options.contextLength,
       onShardProgress: this.options.onShardProgress,
       streamFrom: this.options.streamFrom,
-      budget: budgetOptions(this.options.memoryBudgetBytes, this.options.predictor, ffnBlockSize, (line) => this.log(line)),
+      budget: budgetOptions(this.options.memoryBudgetBytes, this.options.predictor, ffnBlockSize, (line) => this.log(line), this.importance === undefined ? undefined : { predictor: this.importance, latestInput: () => this.latestInput }),
     };
   }
 
@@ -472,6 +485,7 @@ export class WorkerNode {
     // A step that may wait for its weights keeps its own copy: the receiver reuses its buffers once it moves on.
     const received = receiver.senderValues(position, layer, phase, 0)!;
     const values = loaded.store === undefined ? received : Float32Array.from(received);
+    this.noteInput(values, loaded.config.dim);
     const phaseName = PHASES[phase]!;
     const onError = (error: unknown): void => {
       if (error instanceof HaloError && (error.code === "HALO_ERR_FILE_CHANGED" || error.code === "HALO_ERR_FILE")) this.failSession(session, error);
