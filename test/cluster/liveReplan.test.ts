@@ -284,3 +284,23 @@ test("leave, rejoin, join: a worker killed mid-generation loses its groups, come
   assert.ok(ffnGroupsOn(coordinator.placement, 2) > 0);
   assert.equal(coordinator.placement.layers.reduce((n, l) => n + l.attention.filter((d) => d === 2).length, 0), 0, "attention stays where it went: its KV cache is there now");
 });
+
+test("every worker dies: the halo re-plans move all groups onto the coordinator, and the next sequence is exactly a single node's", async () => {
+  const workers = [await startWorker(), await startWorker()];
+  const { model } = await loadStories();
+  const io = { stdout: () => undefined, stderr: () => undefined } as unknown as CommandIo;
+  const halo = placementPlanner("halo", false, { wire: "f32" }, model, undefined, io)!;
+  const { coordinator, engine } = await connect(workers, "relaxed", {
+    profileKernels: [testKernels()],
+    plan: (profiles, context) => (context === undefined ? undefined : halo(profiles, context)),
+  });
+  assert.ok(groupsOn(coordinator.placement, 1) > 0 && groupsOn(coordinator.placement, 2) > 0);
+  await greedy(engine, 16, async (n) => {
+    if (n === 3) await workers[0]!.close();
+    if (n === 6) await workers[1]!.close();
+  });
+  assert.deepEqual(coordinator.liveReplans.map((r) => r.trigger), ["worker 1 left", "worker 2 left"]);
+  assert.equal(groupsOn(coordinator.placement, 0), 50);
+  // A new sequence starts with an empty cache everywhere: nothing is masked any more.
+  assert.deepEqual(await greedy(engine, 12, () => undefined), golden.greedy_prompt.generated_ids.slice(0, 12));
+});
