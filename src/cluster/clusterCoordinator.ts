@@ -458,6 +458,7 @@ export class ClusterCoordinator implements Synchronizer {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.replanner?.close();
     await Promise.all(this.links.map(async (link) => {
       link.rejoinTimer?.cancel();
       if (link.state !== "lost") await link.connection.close().catch(() => undefined);

@@ -97,6 +97,7 @@ export class LiveReplanner<S> {
   private sequence = 0;
   private tokens = 0;
   private requested = false;
+  private closed = false;
   /** Replies awaited, by `${worker}:${type}:${sequence}`. */
   private readonly replies = new Map<string, (message: ControlMessage | undefined) => void>();
 
@@ -124,6 +125,12 @@ export class LiveReplanner<S> {
     this.requested = true;
   }
 
+  /** The coordinator is closing: ends every wait (and its timer, which would keep the process alive) and starts no more re-plans. */
+  close(): void {
+    this.closed = true;
+    for (const resolve of [...this.replies.values()]) resolve(undefined);
+  }
+
   /** A worker's connection was lost: nothing more will come from it. */
   onLost(link: WorkerLink): void {
     for (const [key, resolve] of this.replies) if (key.startsWith(`${link.index}:`)) resolve(undefined);
@@ -132,6 +139,7 @@ export class LiveReplanner<S> {
   /** After each token: activate a prepared placement, or see whether to plan again. */
   async afterToken(nextPosition: number): Promise<void> {
     this.tokens++;
+    if (this.closed) return;
     const migration = this.migration;
     if (migration?.state === "ready") return this.activate(migration, nextPosition);
     if (migration?.state === "failed") {

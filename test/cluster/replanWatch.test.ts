@@ -1,7 +1,15 @@
-/** When to plan again: membership changes at once, drift only past its thresholds once the placement has settled. */
+/**
+ * When to plan again: membership changes at once, drift only past its thresholds once the
+ * placement has settled; and the re-planner's waits end by timeout or at close.
+ */
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { FakeClock } from "../../src/base/index.js";
 import { DEFAULT_REPLAN_POLICY, ReplanWatch, describeTrigger, type WorkerSample } from "../../src/cluster/index.js";
+import { LiveReplanner } from "../../src/cluster/liveReplan.js";
+import type { WorkerLink } from "../../src/cluster/workerLink.js";
+import { LinkStats, type ControlMessage } from "../../src/net/index.js";
+import { createGroupLayout, type Placement } from "../../src/partition/index.js";
 
 const up = (rttMs: number | null, lossRatio = 0): WorkerSample => ({ active: true, rttMs, lossRatio });
 const down: WorkerSample = { active: false, rttMs: 5, lossRatio: 0 };
@@ -51,4 +59,36 @@ test("triggers read as sentences; a policy out of range is a usage error naming 
     message: `re-plan policy out of range: ${JSON.stringify({ ...DEFAULT_REPLAN_POLICY, settleTokens: 0 })} (rttRatio > 0, rttMinMs ≥ 0, lossDelta in (0, 1], settleTokens an integer ≥ 1)`,
   });
   assert.throws(() => new ReplanWatch({ lossDelta: Number.NaN }), { code: "HALO_ERR_USAGE" });
+});
+
+test("LiveReplanner: a prepare that is never answered times out and abandons the re-plan; close() ends a pending wait and its timer", async () => {
+  const layout = createGroupLayout({ nHeads: 8, nKvHeads: 4, headDim: 8, hiddenDim: 64 });
+  const current: Placement = { nDevices: 2, layers: [{ attention: [0, 0, 1, 1], ffn: [0, 1] }] };
+  const sent: ControlMessage[] = [];
+  const logs: string[] = [];
+  const link = { index: 1, state: "active", receivesShards: false, stats: new LinkStats(), connection: { send: (m: ControlMessage) => sent.push(m) } } as unknown as WorkerLink;
+  const make = (clock: FakeClock): LiveReplanner<undefined> => new LiveReplanner<undefined>({
+    layout, nLayers: 1, links: [link], clock, placement: () => current, profiles: () => [null, null],
+    plan: (_p, context) => ({ placement: { nDevices: 2, layers: [{ attention: [...context.current.layers[0]!.attention], ffn: [1, 1] }] } }),
+    apply: () => assert.fail("nothing is applied"), activateTimeoutMs: () => 2000, log: (line) => logs.push(line),
+  });
+  const clock = new FakeClock();
+  const replanner = make(clock);
+  replanner.request();
+  await replanner.afterToken(10);
+  assert.deepEqual(sent, [{ type: "prepare", sequence: 1, groups: [{ attention: [[2, 4]], ffn: [[0, 2]] }], ffnBlockSize: 32 }]);
+  assert.equal(clock.pendingTimers, 1);
+  clock.advance(300_000);
+  await new Promise((resolve) => setImmediate(resolve));
+  await replanner.afterToken(11);
+  assert.ok(logs.some((line) => line.includes("re-plan 1 abandoned: a worker could not prepare its groups")), logs.join("\n"));
+  assert.deepEqual(replanner.history, []);
+
+  const second = new FakeClock();
+  const closing = make(second);
+  closing.request();
+  await closing.afterToken(3);
+  assert.equal(second.pendingTimers, 1);
+  closing.close();
+  assert.equal(second.pendingTimers, 0);
 });
