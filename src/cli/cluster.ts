@@ -25,7 +25,8 @@ ${LINK_FLAGS_HELP}
                          its worker link is the preset's (Wi-Fi for the boards, Ethernet otherwise)
       --links FILE       per-worker links: a JSON array, one {loss, lossBurst, delay, jitter, bandwidth}
                          per worker; fields left out take the flags' values
-      --spec FILE        every device at once, instead of --devices and --links: a JSON array, the
+      --spec FILE        every device at once, instead of --devices and --links: a JSON array (or
+                         YAML list, for a file named .yaml or .yml), the
                          coordinator first, of {name, preset, slowdown, memoryMB, loss, lossBurst,
                          delay, jitter, bandwidth}, all optional (links on workers only). A field
                          left out takes the preset's value, else the flags' (docs/cluster.md).

@@ -17,7 +17,7 @@ import { UsageError } from "../base/index.js";
 import { DEVICE_PRESETS, DEVICE_PRESET_NAMES, slowdownFactors, type DevicePresetName } from "../cluster/index.js";
 import { linkProfileOf, readLinksFile, type LinkSpec } from "./clusterFlags.js";
 import { stringFlag, type ParsedFlags } from "./flags.js";
-import { readJsonFile } from "./textFile.js";
+import { readJsonOrYamlFile } from "./textFile.js";
 import { MEMORY_BUDGET_MIB } from "./worker.js";
 
 export interface LocalDevice {
@@ -81,7 +81,7 @@ function describeIssue(entries: unknown, issue: z.core.$ZodIssue): string {
 
 /** The spec file's entries, checked: one object per device, coordinator first. */
 function readSpecEntries(path: string): DeviceEntry[] {
-  const value = readJsonFile(path, "--spec");
+  const value = readJsonOrYamlFile(path, "--spec");
   const parsed = z.array(deviceSchema).safeParse(value);
   if (!parsed.success) throw new UsageError(`--spec ${path}: ${describeIssue(value, parsed.error.issues[0]!)}`);
   const entries = parsed.data;
