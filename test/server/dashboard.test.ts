@@ -129,3 +129,25 @@ test("on a 2-device cluster: devices with profiles, the worker's link, the split
     await dash.close();
   }
 });
+
+test("a live re-plan shows: a placement event carries the new grid", { timeout: 60_000 }, async () => {
+  const dash = await startDashboardServer({
+    nDevices: 2, statusIntervalMs: 50,
+    // Uniform at join; the requested re-plan moves the worker's FFN blocks to the coordinator.
+    plan: (_profiles, context) => (context === undefined ? undefined : { placement: { nDevices: 2, layers: context.current.layers.map((l) => ({ attention: [...l.attention], ffn: l.ffn.map(() => 0) })) } }),
+  });
+  try {
+    const events = new SseReader(await fetch(`${dash.url}/dashboard/events`));
+    const snapshot = JSON.parse((await events.next()).data) as DashboardSnapshot;
+    assert.ok(snapshot.placement.layers.some((l) => l.ffn.includes(1)));
+    dash.coordinator!.requestReplan();
+    assert.equal((await postJson(`${dash.url}/v1/chat/completions`, { ...chat, max_tokens: 12 })).status, 200);
+    const placement = JSON.parse((await events.nextOf("placement")).data) as DashboardSnapshot["placement"];
+    assert.equal(dash.coordinator!.liveReplans.length, 1);
+    assert.ok(placement.layers.every((l) => l.ffn.every((d) => d === 0)));
+    assert.deepEqual(placement.layers.map((l) => l.attention), snapshot.placement.layers.map((l) => l.attention));
+    await events.cancel();
+  } finally {
+    await dash.close();
+  }
+});

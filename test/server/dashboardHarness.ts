@@ -5,7 +5,7 @@
  * table has figures). Also: an SSE reader for the dashboard's event stream.
  */
 import assert from "node:assert/strict";
-import { ClusterCoordinator, WorkerNode, modelSha256 } from "../../src/cluster/index.js";
+import { ClusterCoordinator, WorkerNode, modelSha256, type ClusterOptions } from "../../src/cluster/index.js";
 import { Engine } from "../../src/engine/index.js";
 import { ChatTemplate, loadModel } from "../../src/model/index.js";
 import { HaloServer, TextGenerator, dashboardExtension } from "../../src/server/index.js";
@@ -14,12 +14,14 @@ import { stories260KPath, testKernels } from "../helpers/golden.js";
 export interface DashboardServer {
   url: string;
   server: HaloServer;
+  /** The cluster's coordinator, with more than one device. */
+  coordinator: ClusterCoordinator | undefined;
   close(): Promise<void>;
 }
 
 const CLUSTER_KEY = Buffer.from("a dashboard test cluster key 32B");
 
-export async function startDashboardServer(options: { nDevices: number; apiKey?: string; statusIntervalMs?: number }): Promise<DashboardServer> {
+export async function startDashboardServer(options: { nDevices: number; apiKey?: string; statusIntervalMs?: number; plan?: ClusterOptions["plan"] }): Promise<DashboardServer> {
   const cleanups: Array<() => Promise<void> | void> = [];
   const closeAll = async (): Promise<void> => {
     for (const cleanup of cleanups.reverse()) await cleanup();
@@ -44,6 +46,7 @@ export async function startDashboardServer(options: { nDevices: number; apiKey?:
         model, modelSha256: sha, clusterKey: CLUSTER_KEY, mode: "relaxed", wire: "f32",
         workers: workers.map((w) => ({ host: "127.0.0.1", port: w.tcpPort })),
         profileKernels: [testKernels()],
+        plan: options.plan,
       });
       const connected = coordinator;
       cleanups.push(() => connected.close());
@@ -53,7 +56,7 @@ export async function startDashboardServer(options: { nDevices: number; apiKey?:
     const server = await HaloServer.create({ generator, apiKey: options.apiKey, extensions: [dashboardExtension({ statusIntervalMs: options.statusIntervalMs })] });
     cleanups.push(() => server.close());
     const { url } = await server.listen("127.0.0.1", 0);
-    return { url, server, close: closeAll };
+    return { url, server, coordinator, close: closeAll };
   } catch (error) {
     await closeAll();
     throw error;

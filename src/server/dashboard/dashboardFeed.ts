@@ -72,6 +72,8 @@ export interface DashboardSnapshot extends ClusterStatus {
 
 export type DashboardEvent =
   | { type: "status"; data: ClusterStatus }
+  /** The placement changed (a live re-plan took effect): every group's device again. */
+  | { type: "placement"; data: PlacementView }
   | { type: "token"; data: TokenSample }
   | { type: "end"; data: { id: string; finishReason: string; completionTokens: number } };
 
@@ -86,6 +88,8 @@ export class DashboardFeed {
   #lastSyncWaitMs = 0;
   #lastDroppedGroups = 0;
   #timer: NodeJS.Timeout | undefined;
+  /** The cluster's placement the listeners last saw, to tell them when a re-plan replaced it. */
+  #placementSeen: unknown;
   readonly #onGeneration = (message: unknown): void => this.#handle(message as GenerationEvent);
 
   constructor(context: ServerContext, readonly statusIntervalMs = 1_000) {
@@ -101,7 +105,8 @@ export class DashboardFeed {
       this.#lastSyncWaitMs = totals?.syncWaitMs ?? 0;
       this.#lastDroppedGroups = totals?.droppedGroups ?? 0;
       subscribe(SERVER_GENERATION_CHANNEL, this.#onGeneration);
-      this.#timer = setInterval(() => this.#emit({ type: "status", data: this.#status() }), this.statusIntervalMs);
+      this.#placementSeen = this.#context.generator.cluster?.placement;
+      this.#timer = setInterval(() => this.#tick(), this.statusIntervalMs);
       this.#timer.unref();
     }
     return () => {
@@ -122,6 +127,15 @@ export class DashboardFeed {
       recentTokens: [...this.#recentTokens],
       droppedHistory: [...this.#droppedHistory],
     };
+  }
+
+  #tick(): void {
+    const placement = this.#context.generator.cluster?.placement;
+    if (placement !== this.#placementSeen) {
+      this.#placementSeen = placement;
+      this.#emit({ type: "placement", data: this.#placement() });
+    }
+    this.#emit({ type: "status", data: this.#status() });
   }
 
   #emit(event: DashboardEvent): void {

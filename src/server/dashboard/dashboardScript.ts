@@ -101,6 +101,9 @@ function onDashboardEvent(name, data) {
     pushBounded(state.dropped, { at: data.at, droppedGroups: data.totals.droppedGroups }, 120);
     renderStatus(data);
     render("dropped");
+  } else if (name === "placement") {
+    state.placement = data;
+    render("placement");
   } else if (name === "token") {
     state.nTokensSeen++;
     pushBounded(state.tokens, data, 240);
