@@ -14,7 +14,7 @@
  *    then does the coordinator send the next token's inputs, so no input meets the old groups.
  *    A worker that does not answer in time is cut off (it rejoins with the new placement).
  */
-import { describeError, type Clock } from "../base/index.js";
+import { HaloError, describeError, type Clock } from "../base/index.js";
 import type { ControlMessage } from "../net/index.js";
 import { validatePlacement, type GroupKind, type GroupLayout, type Placement } from "../partition/index.js";
 import type { DeviceProfile } from "../scheduler/index.js";
@@ -174,7 +174,10 @@ export class LiveReplanner<S> {
     let planned: PlannedPlacement<S> | undefined;
     try {
       planned = host.plan(profiles, { current, pinned, frozen, trigger });
-      if (planned !== undefined) validatePlacement(planned.placement, host.layout, host.nLayers);
+      if (planned !== undefined) {
+        validatePlacement(planned.placement, host.layout, host.nLayers);
+        if (planned.placement.nDevices !== host.links.length + 1) throw new HaloError("HALO_ERR_USAGE", `the planned placement is for ${planned.placement.nDevices} devices; the cluster has ${host.links.length + 1}`);
+      }
     } catch (error) {
       host.log(`halo coordinator: re-plan (${describeTrigger(trigger)}) failed: ${describeError(error)}`);
       return;
