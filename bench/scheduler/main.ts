@@ -10,8 +10,9 @@
  * placement and repeat it records decode tok/s and the greedy tokens, and compares the tokens
  * with a single-node run of the same prompt (positions equal, and the prefix before the first
  * difference). Env: HALO_BENCH_TOKENS (32), HALO_BENCH_REPEATS (2), HALO_BENCH_BASE_SLOWDOWN (8),
- * HALO_BENCH_LOSS (5 percent). Last, a live re-plan on a worker leaving (migration.ts): how long
- * loading the moved groups takes while tokens go on, and the stall at the switch.
+ * HALO_BENCH_LOSS (5 percent). Last, live re-planning: on a worker leaving (migration.ts), how
+ * long loading the moved groups takes while tokens go on and the stall at the switch; and on a
+ * worker slowing down mid-run (drift.ts), tok/s afterwards with and without re-planning.
  */
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -20,6 +21,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { writeSyntheticModel } from "../../src/model/index.js";
 import { describeRun, mean } from "../report.js";
+import { benchDrift, renderDrift } from "./drift.js";
 import { benchMigration, renderMigration } from "./migration.js";
 import { benchPlannerTime, renderPlannerTime } from "./plannerTime.js";
 
@@ -105,6 +107,8 @@ async function main(): Promise<void> {
     process.stdout.write(renderPlannerTime(benchPlannerTime({ runs: 5 })) + "\n");
     process.stdout.write("\nlive re-plan: worker 3 of 3 leaves after 8 tokens; its groups go to workers 1 and 2, which load them while generating (in-process workers, same model):\n");
     process.stdout.write(renderMigration(await benchMigration(model)) + "\n");
+    process.stdout.write("\nlive re-plan on drift: 3 worker processes from the uniform split, worker 1 six times slower 2 s into the run (--slowdown-after 2:6), with and without re-planning:\n");
+    process.stdout.write(renderDrift(await benchDrift(root, model)) + "\n");
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

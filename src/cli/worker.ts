@@ -2,7 +2,7 @@
 import { UsageError } from "../base/index.js";
 import { formatProgressBar, kernelThreads, modelSha256, WorkerNode } from "../cluster/index.js";
 import { readPredictor } from "../predictor/index.js";
-import { booleanFlag, choiceFlag, integerFlag, numberFlag, parseFlags, stringFlag } from "./flags.js";
+import { booleanFlag, choiceFlag, integerFlag, numberFlag, parseFlags, stringFlag, type ParsedFlags } from "./flags.js";
 import type { CommandIo } from "./io.js";
 import { KEY_FLAGS, LINK_FLAGS, LINK_FLAGS_HELP, readClusterKey, readLinkProfile, readSeed } from "./clusterFlags.js";
 import { commandKernels, openCommandModelFile } from "./engineSetup.js";
@@ -36,6 +36,8 @@ the same file); without it, receives them from the coordinator, hash-checked and
       --cluster-key K    shared secret, at least 16 bytes (or HALO_CLUSTER_KEY); required off loopback
       --slowdown X       emulate a device X times slower: hold each result (X−1) × its compute time
                          (halo cluster --devices sets it; default 1)
+      --slowdown-after S:X  emulate a device that becomes X times slower S seconds after it first
+                         computes (thermal throttling, a competing job): a drift to re-plan for
 Link emulation of the datagrams this worker sends (for local testing):
 ${LINK_FLAGS_HELP}`;
 
@@ -46,7 +48,7 @@ export async function workerCommand(argv: readonly string[], io: CommandIo): Pro
   const flags = parseFlags(argv, {
     ...KEY_FLAGS, ...LINK_FLAGS,
     model: { type: "string", short: "m" }, threads: { type: "string", short: "t" }, "ctx-size": { type: "string" },
-    host: { type: "string" }, port: { type: "string" }, "udp-port": { type: "string" }, "shard-cache": { type: "string" }, slowdown: { type: "string" },
+    host: { type: "string" }, port: { type: "string" }, "udp-port": { type: "string" }, "shard-cache": { type: "string" }, slowdown: { type: "string" }, "slowdown-after": { type: "string" },
     "memory-budget": { type: "string" }, predictor: { type: "string" }, "stream-from": { type: "string" },
   });
   if (booleanFlag(flags, "help")) {
@@ -82,6 +84,7 @@ export async function workerCommand(argv: readonly string[], io: CommandIo): Pro
     shardCacheDir: stringFlag(flags, "shard-cache"),
     linkProfile: readLinkProfile(flags),
     slowdown: numberFlag(flags, "slowdown", 1, 1000),
+    slowdownAfter: readSlowdownAfter(flags),
     memoryBudgetBytes: budgetMiB === undefined ? undefined : Math.floor(budgetMiB * 2 ** 20),
     streamFrom,
     predictor,
@@ -102,4 +105,15 @@ export async function workerCommand(argv: readonly string[], io: CommandIo): Pro
   await worker.close();
   local?.file.close();
   return 0;
+}
+
+/** --slowdown-after S:X → after S seconds (0..86400) of computing, X (1..1000) times slower. */
+export function readSlowdownAfter(flags: ParsedFlags): { afterMs: number; slowdown: number } | undefined {
+  const value = stringFlag(flags, "slowdown-after");
+  if (value === undefined) return undefined;
+  const match = /^(\d+(?:\.\d+)?):(\d+(?:\.\d+)?)$/.exec(value.trim());
+  const seconds = Number(match?.[1]);
+  const slowdown = Number(match?.[2]);
+  if (match === null || !(seconds <= 86_400) || !(slowdown >= 1 && slowdown <= 1000)) throw new UsageError(`--slowdown-after takes SECONDS:FACTOR, seconds from 0 to 86400 and a factor from 1 to 1000, e.g. 30:4; got '${value}'`);
+  return { afterMs: seconds * 1000, slowdown };
 }

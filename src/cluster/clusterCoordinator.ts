@@ -41,6 +41,9 @@ import {
 
 const stepKey = (position: number, layer: number, phase: GroupKind): string => `${position}:${layer}:${phase}`;
 
+/** How long a drifting worker may take to measure itself before the re-plan goes ahead with its old profile. */
+const REFRESH_ON_DRIFT_TIMEOUT_MS = 10_000;
+
 export class ClusterCoordinator implements Synchronizer {
   readonly layout: GroupLayout;
   readonly wire: WireFormat;
@@ -135,6 +138,12 @@ export class ClusterCoordinator implements Synchronizer {
       layout, nLayers: config.nLayers, links, clock: this.clock,
       placement: () => this.placementNow,
       profiles: () => this.profiles(),
+      refreshProfile: async (device) => {
+        const link = links[device - 1];
+        if (link === undefined || link.state !== "active") return;
+        this.profileRequests = (this.profileRequests + 1) >>> 0;
+        await requestWorkerProfile(link, this.profileRequests, this.clock, REFRESH_ON_DRIFT_TIMEOUT_MS);
+      },
       plan: (profiles, context) => plan(profiles, context),
       apply: (next, nextSchedule) => {
         this.usePlacement(next);

@@ -70,6 +70,13 @@ export interface ReplanHost<S> {
   placement(): Placement;
   /** Every device's profile now, coordinator first. */
   profiles(): Array<DeviceProfile | null>;
+  /**
+   * Asks a worker to measure itself again (its compute under whatever slows it now); settles when
+   * it answered, failed or timed out. Called on drift before planning: with the compute figures of
+   * join, a slowed worker whose lateness dropped after a move would look fast again, and get its
+   * groups back.
+   */
+  refreshProfile(device: number): Promise<void>;
   plan(profiles: ReadonlyArray<DeviceProfile | null>, context: ReplanContext): PlannedPlacement<S> | undefined;
   /** Switches the coordinator to the new placement (its own groups, who may contribute). */
   apply(placement: Placement, schedule: S | undefined): void;
@@ -98,6 +105,8 @@ export class LiveReplanner<S> {
   private tokens = 0;
   private requested = false;
   private closed = false;
+  /** A re-plan is being decided (a drifting worker measuring itself first). */
+  private planning = false;
   /** Replies awaited, by `${worker}:${type}:${sequence}`. */
   private readonly replies = new Map<string, (message: ControlMessage | undefined) => void>();
 
@@ -146,10 +155,20 @@ export class LiveReplanner<S> {
       this.migration = undefined;
       this.watch.planned(this.samples(), this.tokens);
     }
-    if (this.migration !== undefined) return;
+    if (this.migration !== undefined || this.planning) return;
     const trigger = this.requested ? { kind: "request" as const } : this.watch.check(this.samples(), this.tokens);
     this.requested = false;
-    if (trigger !== undefined) this.start(trigger);
+    if (trigger === undefined) return;
+    if (trigger.kind !== "drift") {
+      this.start(trigger);
+      return;
+    }
+    // Tokens go on while the drifting worker measures itself.
+    this.planning = true;
+    void this.host.refreshProfile(trigger.device).finally(() => {
+      this.planning = false;
+      if (!this.closed) this.start(trigger);
+    });
   }
 
   private samples(): WorkerSample[] {

@@ -42,7 +42,8 @@ export function describeTrigger(trigger: ReplanTrigger): string {
   if (trigger.kind !== "drift") return trigger.kind === "leave" ? `worker ${trigger.device} left` : `worker ${trigger.device} joined again`;
   const unit = trigger.what === "rtt" ? " ms" : "";
   const show = (v: number): string => (trigger.what === "rtt" ? v.toFixed(1) : `${(v * 100).toFixed(1)}%`);
-  return `worker ${trigger.device}'s ${trigger.what === "rtt" ? "round trip" : "loss"} drifted from ${show(trigger.from)}${unit} to ${show(trigger.to)}${unit}`;
+  // The loss figure counts contributions missing at the deadline: lost, or late.
+  return `worker ${trigger.device}'s ${trigger.what === "rtt" ? "round trip" : "missed contributions"} drifted from ${show(trigger.from)}${unit} to ${show(trigger.to)}${unit}`;
 }
 
 export class ReplanWatch {

@@ -51,6 +51,8 @@ export interface WorkerNodeOptions {
    * back (slowdown − 1) × its own compute time (CPU time, ownCompute.ts). Defaults to 1.
    */
   slowdown?: number;
+  /** Emulates a device that becomes slower while it runs: `afterMs` after its first compute, its slowdown becomes `slowdown`. */
+  slowdownAfter?: { afterMs: number; slowdown: number };
   /**
    * Bytes of weights to keep in memory (halo worker --memory-budget): the rest of the plan's
    * groups are read from the model file or shard while computing. Undefined: all resident.
@@ -116,8 +118,10 @@ export class WorkerNode {
   private readonly profiler: WorkerProfiler;
   /** Under a memory budget, computes wait here for their layer phase's weights. */
   private readonly steps = new BudgetedSteps((line) => this.log(line));
-  /** The emulated slowdown (options.slowdown, changed by setSlowdown). */
+  /** The emulated slowdown (options.slowdown, changed by setSlowdown or slowdownAfter). */
   private slowdown: number;
+  private firstComputeAtMs: number | undefined;
+  private scheduledSlowdownDone = false;
   /** options.predictor on this worker's kernels: skipping, and the look-ahead order of streamed reads. */
   private readonly importance: ImportancePredictor | undefined;
   /** (dim) the first token of the latest phase input received, for ranking the next parts' reads. */
@@ -172,6 +176,18 @@ export class WorkerNode {
     await this.udp.close();
     await this.steps.idle();
     await this.loaded?.store?.close();
+  }
+
+  /** options.slowdownAfter, counted from the first compute. */
+  private applyScheduledSlowdown(): void {
+    const scheduled = this.options.slowdownAfter;
+    if (scheduled === undefined || this.scheduledSlowdownDone) return;
+    const now = performance.now();
+    this.firstComputeAtMs ??= now;
+    if (now - this.firstComputeAtMs < scheduled.afterMs) return;
+    this.scheduledSlowdownDone = true;
+    this.slowdown = scheduled.slowdown;
+    this.log(`now ${scheduled.slowdown} times slower (--slowdown-after)`);
   }
 
   /** Emulates this device becoming slower or faster while it runs (a drift the coordinator should notice). */
@@ -532,6 +548,7 @@ export class WorkerNode {
 
   /** Runs `send` now, or, emulating a slower device, after (slowdown − 1) × computeMs. */
   private afterSlowdown(computeMs: number, send: () => void): void {
+    this.applyScheduledSlowdown();
     const slowdown = this.slowdown;
     if (slowdown <= 1) send();
     else setTimeout(send, (slowdown - 1) * computeMs);

@@ -50,7 +50,7 @@ test("a worker without a round trip at the baseline takes its first sample as it
 
 test("triggers read as sentences; a policy out of range is a usage error naming the fields", () => {
   assert.equal(describeTrigger({ kind: "drift", device: 3, what: "rtt", from: 2, to: 7.25 }), "worker 3's round trip drifted from 2.0 ms to 7.3 ms");
-  assert.equal(describeTrigger({ kind: "drift", device: 1, what: "loss", from: 0.01, to: 0.08 }), "worker 1's loss drifted from 1.0% to 8.0%");
+  assert.equal(describeTrigger({ kind: "drift", device: 1, what: "loss", from: 0.01, to: 0.08 }), "worker 1's missed contributions drifted from 1.0% to 8.0%");
   assert.equal(describeTrigger({ kind: "leave", device: 2 }), "worker 2 left");
   assert.equal(describeTrigger({ kind: "join", device: 2 }), "worker 2 joined again");
   assert.equal(describeTrigger({ kind: "request" }), "a re-plan was requested");
@@ -68,7 +68,7 @@ test("LiveReplanner: a prepare that is never answered times out and abandons the
   const logs: string[] = [];
   const link = { index: 1, state: "active", receivesShards: false, stats: new LinkStats(), connection: { send: (m: ControlMessage) => sent.push(m) } } as unknown as WorkerLink;
   const make = (clock: FakeClock): LiveReplanner<undefined> => new LiveReplanner<undefined>({
-    layout, nLayers: 1, links: [link], clock, placement: () => current, profiles: () => [null, null],
+    layout, nLayers: 1, links: [link], clock, placement: () => current, profiles: () => [null, null], refreshProfile: async () => undefined,
     plan: (_p, context) => ({ placement: { nDevices: 2, layers: [{ attention: [...context.current.layers[0]!.attention], ffn: [1, 1] }] } }),
     apply: () => assert.fail("nothing is applied"), activateTimeoutMs: () => 2000, log: (line) => logs.push(line),
   });
