@@ -304,3 +304,17 @@ test("every worker dies: the halo re-plans move all groups onto the coordinator,
   // A new sequence starts with an empty cache everywhere: nothing is masked any more.
   assert.deepEqual(await greedy(engine, 12, () => undefined), golden.greedy_prompt.generated_ids.slice(0, 12));
 });
+
+test("slowdownAfter (halo worker --slowdown-after): the worker becomes slower once the time has passed, says so, and its next profile shows it", async () => {
+  const { model } = await loadStories();
+  const logs: string[] = [];
+  const worker = await WorkerNode.start({ model: { file: model.file, config: model.config, sha256: sha }, kernels: testKernels(), clusterKey, contextLength: 256, slowdownAfter: { afterMs: 0, slowdown: 4 }, log: (line) => logs.push(line) });
+  cleanups.push(() => worker.close());
+  const { coordinator, engine } = await connect([worker], "strict", { replan: false });
+  const before = coordinator.profiles()[1]!;
+  await greedy(engine, 2, () => undefined);
+  assert.ok(logs.includes("halo worker: now 4 times slower (--slowdown-after)"), logs.join("\n"));
+  const after = (await coordinator.refreshProfiles(20_000))[1]!;
+  const ratio = after.ffnGroupMs / before.ffnGroupMs;
+  assert.ok(ratio > 2.5, `profiled FFN group ${before.ffnGroupMs} ms before, ${after.ffnGroupMs} ms after (×${ratio.toFixed(2)})`);
+});
