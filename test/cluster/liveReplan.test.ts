@@ -308,13 +308,14 @@ test("every worker dies: the halo re-plans move all groups onto the coordinator,
 test("slowdownAfter (halo worker --slowdown-after): the worker becomes slower once the time has passed, says so, and its next profile shows it", async () => {
   const { model } = await loadStories();
   const logs: string[] = [];
-  const worker = await WorkerNode.start({ model: { file: model.file, config: model.config, sha256: sha }, kernels: testKernels(), clusterKey, contextLength: 256, slowdownAfter: { afterMs: 0, slowdown: 4 }, log: (line) => logs.push(line) });
+  const worker = await WorkerNode.start({ model: { file: model.file, config: model.config, sha256: sha }, kernels: testKernels(), clusterKey, contextLength: 256, slowdownAfter: { afterMs: 0, slowdown: 10 }, log: (line) => logs.push(line) });
   cleanups.push(() => worker.close());
   const { coordinator, engine } = await connect([worker], "strict", { replan: false });
   const before = coordinator.profiles()[1]!;
   await greedy(engine, 2, () => undefined);
-  assert.ok(logs.includes("halo worker: now 4 times slower (--slowdown-after)"), logs.join("\n"));
+  assert.ok(logs.includes("halo worker: now 10 times slower (--slowdown-after)"), logs.join("\n"));
   const after = (await coordinator.refreshProfiles(20_000))[1]!;
   const ratio = after.ffnGroupMs / before.ffnGroupMs;
-  assert.ok(ratio > 2.5, `profiled FFN group ${before.ffnGroupMs} ms before, ${after.ffnGroupMs} ms after (×${ratio.toFixed(2)})`);
+  // The profile multiplies measured times by the slowdown, so only timing noise stands between the ratio and 10.
+  assert.ok(ratio > 3, `profiled FFN group ${before.ffnGroupMs} ms before, ${after.ffnGroupMs} ms after (×${ratio.toFixed(2)})`);
 });
