@@ -26,14 +26,15 @@ ${LINK_FLAGS_HELP}
       --links FILE       per-worker links: a JSON array, one {loss, lossBurst, delay, jitter, bandwidth}
                          per worker; fields left out take the flags' values
       --spec FILE        every device at once, instead of --devices and --links: a JSON array (or
-                         YAML list, for a file named .yaml or .yml), the
-                         coordinator first, of {name, preset, slowdown, memoryMB, loss, lossBurst,
-                         delay, jitter, bandwidth}, all optional (links on workers only). A field
-                         left out takes the preset's value, else the flags' (docs/cluster.md).
+                         YAML list, for a file named .yaml or .yml), the coordinator first, of
+                         {name, preset, slowdown, slowdownAfter, memoryMB, loss, lossBurst, delay,
+                         jitter, bandwidth}, all optional (links and slowdownAfter on workers only).
+                         A field left out takes the preset's value, else the flags' (docs/cluster.md).
                          memoryMB is the device's memory budget for the scheduler and, on a worker,
                          its --memory-budget too (it streams the groups that do not fit); a preset's
                          memory informs the scheduler only, and so does the coordinator's memoryMB
-                         (it holds the whole model)
+                         (it holds the whole model). slowdownAfter "S:X" makes a worker X times
+                         slower S seconds into the run (--slowdown-after): a drift to re-plan for
 ${GENERATION_FLAGS_HELP}`;
 
 const WORKER_START_TIMEOUT_MS = 60_000;
@@ -121,7 +122,8 @@ export async function startLocalCluster(devices: readonly LocalDevice[], flags: 
       const slowdown = device.slowdown === 1 ? [] : ["--slowdown", String(device.slowdown)];
       // Only the spec's own memoryMB limits the process; a preset's memory informs the scheduler alone.
       const budget = device.memoryMB === undefined ? [] : ["--memory-budget", String(device.memoryMB)];
-      return startWorker([...forwarded, ...linkSpecArgs(device.link!), "--seed", String(seed * 1000 + i + 1), ...slowdown, ...budget]);
+      const later = device.slowdownAfter === undefined ? [] : ["--slowdown-after", device.slowdownAfter];
+      return startWorker([...forwarded, ...linkSpecArgs(device.link!), "--seed", String(seed * 1000 + i + 1), ...slowdown, ...later, ...budget]);
     }));
     for (const result of started) if (result.status === "fulfilled") children.push(result.value.child);
     const failed = started.find((r) => r.status === "rejected");

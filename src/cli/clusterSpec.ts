@@ -31,6 +31,8 @@ export interface LocalDevice {
   memoryMB: number | undefined;
   /** Its worker link; undefined for the coordinator. */
   link: LinkSpec | undefined;
+  /** A worker's --slowdown-after SECONDS:FACTOR: it becomes slower mid-run (a drift to re-plan for). */
+  slowdownAfter?: string;
 }
 
 export const MAX_LOCAL_DEVICES = 64;
@@ -40,6 +42,7 @@ const FIELDS = {
   name: { schema: z.string().min(1).max(64), expects: "a string of 1 to 64 characters" },
   preset: { schema: z.enum(DEVICE_PRESET_NAMES), expects: `one of ${DEVICE_PRESET_NAMES.join(", ")}` },
   slowdown: { schema: z.number().min(1).max(1000), expects: "a number from 1 to 1000" },
+  slowdownAfter: { schema: z.string().regex(/^\d+(\.\d+)?:\d+(\.\d+)?$/).max(32), expects: "\"SECONDS:FACTOR\", e.g. \"30:4\" (a worker's --slowdown-after)" },
   memoryMB: { schema: z.number().min(MEMORY_BUDGET_MIB.min).max(MEMORY_BUDGET_MIB.max), expects: `a number of MiB from ${MEMORY_BUDGET_MIB.min} to ${MEMORY_BUDGET_MIB.max} (a worker's --memory-budget)` },
   loss: { schema: z.number().min(0).max(100), expects: "a number from 0 to 100 (percent)" },
   lossBurst: { schema: z.number().min(1).max(1e6), expects: "a number from 1 to 1000000 (datagrams)" },
@@ -55,6 +58,7 @@ const deviceSchema = z.strictObject({
   name: FIELDS.name.schema.optional(),
   preset: FIELDS.preset.schema.optional(),
   slowdown: FIELDS.slowdown.schema.optional(),
+  slowdownAfter: FIELDS.slowdownAfter.schema.optional(),
   memoryMB: FIELDS.memoryMB.schema.optional(),
   loss: FIELDS.loss.schema.optional(),
   lossBurst: FIELDS.lossBurst.schema.optional(),
@@ -88,6 +92,11 @@ function readSpecEntries(path: string): DeviceEntry[] {
   if (entries.length === 0 || entries.length > MAX_LOCAL_DEVICES) throw new UsageError(`--spec ${path}: lists ${entries.length} devices; a local cluster has 1 to ${MAX_LOCAL_DEVICES}, the coordinator first`);
   const coordinatorLink = LINK_FIELDS.find((field) => entries[0]![field] !== undefined);
   if (coordinatorLink !== undefined) throw new UsageError(`--spec ${path}: device 0 (the coordinator): '${coordinatorLink}' is a link setting, and the coordinator has no link of its own; set it on the workers`);
+  if (entries[0]!.slowdownAfter !== undefined) throw new UsageError(`--spec ${path}: device 0 (the coordinator): 'slowdownAfter' is a worker setting (halo worker --slowdown-after); the coordinator's speed stays as given`);
+  entries.forEach((entry, i) => {
+    const [seconds, factor] = (entry.slowdownAfter ?? "0:1").split(":").map(Number) as [number, number];
+    if (seconds > 86_400 || factor < 1 || factor > 1000) throw new UsageError(`--spec ${path}: device ${i} (${role(i)}): 'slowdownAfter' takes seconds from 0 to 86400 and a factor from 1 to 1000, got "${entry.slowdownAfter}"`);
+  });
   return entries;
 }
 
@@ -128,7 +137,7 @@ export function readClusterSpec(path: string, defaults: LinkSpec, explicitLink: 
     const presetMemory = entry.preset === undefined ? undefined : DEVICE_PRESETS[entry.preset].memoryBytes;
     // Rounded down as halo worker --memory-budget rounds, so the profile and the process agree.
     const memoryBudgetBytes = entry.memoryMB === undefined ? presetMemory : Math.floor(entry.memoryMB * 2 ** 20);
-    return { name: entry.name, preset: entry.preset, slowdown: entry.slowdown ?? slowdowns[i]!, memoryBudgetBytes, memoryMB: entry.memoryMB, link };
+    return { name: entry.name, preset: entry.preset, slowdown: entry.slowdown ?? slowdowns[i]!, memoryBudgetBytes, memoryMB: entry.memoryMB, link, ...(entry.slowdownAfter === undefined ? {} : { slowdownAfter: entry.slowdownAfter }) };
   });
 }
 

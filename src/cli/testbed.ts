@@ -132,6 +132,7 @@ function processFlagsOf(device: LocalDevice): string[] {
   if ((device.link?.delay ?? 0) > 0) flags.push("--delay", String(device.link!.delay));
   if ((device.link?.jitter ?? 0) > 0) flags.push("--jitter", String(device.link!.jitter));
   if (device.slowdown > 1) flags.push("--slowdown", device.slowdown.toFixed(2));
+  if (device.slowdownAfter !== undefined) flags.push("--slowdown-after", device.slowdownAfter);
   // As on halo cluster: only a worker's explicit memoryMB limits its process (a preset's memory does not);
   // the coordinator holds the whole model, and its budget reaches the scheduler through --spec on halo cluster alone.
   if (device.link !== undefined && device.memoryMB !== undefined) flags.push("--memory-budget", String(device.memoryMB));

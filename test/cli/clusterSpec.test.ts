@@ -79,8 +79,8 @@ describe("halo cluster --spec", () => {
       ["{", "not JSON"],
       ['{"devices": []}', "must be a JSON array with one object per device, the coordinator first"],
       ["[]", "lists 0 devices; a local cluster has 1 to 64, the coordinator first"],
-      ['[{}, 5]', "device 1 (worker 1): must be an object of name, preset, slowdown, memoryMB, loss, lossBurst, delay, jitter, bandwidth"],
-      ['[{}, {"los": 5}]', "device 1 (worker 1): unknown field 'los'; the fields are name, preset, slowdown, memoryMB, loss, lossBurst, delay, jitter, bandwidth"],
+      ['[{}, 5]', "device 1 (worker 1): must be an object of name, preset, slowdown, slowdownAfter, memoryMB, loss, lossBurst, delay, jitter, bandwidth"],
+      ['[{}, {"los": 5}]', "device 1 (worker 1): unknown field 'los'; the fields are name, preset, slowdown, slowdownAfter, memoryMB, loss, lossBurst, delay, jitter, bandwidth"],
       ['[{"name": ""}]', "device 0 (the coordinator): 'name' must be a string of 1 to 64 characters, got \"\""],
       [`[{"name": "${"n".repeat(65)}"}]`, `device 0 (the coordinator): 'name' must be a string of 1 to 64 characters, got "${"n".repeat(39)}…`],
       ['[{}, {"preset": "pi9"}]', "device 1 (worker 1): 'preset' must be one of pi4, pi5, jetson-nano, x86, got \"pi9\""],
@@ -94,6 +94,9 @@ describe("halo cluster --spec", () => {
       ['[{}, {"jitter": 60001}]', "device 1 (worker 1): 'jitter' must be a number from 0 to 60000 (ms), got 60001"],
       ['[{}, {"bandwidth": null}]', "device 1 (worker 1): 'bandwidth' must be a number from 0 to 1000000 (Mbit/s, 0 = unlimited), got null"],
       ['[{"delay": 5}, {}]', "device 0 (the coordinator): 'delay' is a link setting, and the coordinator has no link of its own; set it on the workers"],
+      ['[{"slowdownAfter": "3:2"}, {}]', "device 0 (the coordinator): 'slowdownAfter' is a worker setting (halo worker --slowdown-after); the coordinator's speed stays as given"],
+      ['[{}, {"slowdownAfter": "soon"}]', "device 1 (worker 1): 'slowdownAfter' must be \"SECONDS:FACTOR\", e.g. \"30:4\" (a worker's --slowdown-after), got \"soon\""],
+      ['[{}, {"slowdownAfter": "3:0.5"}]', "device 1 (worker 1): 'slowdownAfter' takes seconds from 0 to 86400 and a factor from 1 to 1000, got \"3:0.5\""],
     ];
     for (const [text, message] of cases) {
       writeFileSync(spec, text);

@@ -110,16 +110,18 @@ test("up writes a state file that status reads and down removes, with every name
   assert.match(again.out.stdout, /'halofakecli' is not up/);
 });
 
-test("up --spec: a worker's own memoryMB becomes its --memory-budget; a preset's memory and the coordinator's memoryMB do not", async () => {
+test("up --spec: a worker's own memoryMB becomes its --memory-budget (a preset's memory and the coordinator's memoryMB do not), its slowdownAfter its --slowdown-after", async () => {
   const fake = fakeSystem(0);
   const spec = path.join(stateDir, "budget-spec.json");
-  writeFileSync(spec, JSON.stringify([{ memoryMB: 512 }, { preset: "pi4" }, { memoryMB: 0.5, delay: 2 }]));
+  writeFileSync(spec, JSON.stringify([{ memoryMB: 512 }, { preset: "pi4", slowdownAfter: "30:4" }, { memoryMB: 0.5, delay: 2 }]));
   const flags = ["--name", "halofakemem", "--state-dir", stateDir];
   const up = bufferIo();
   assert.equal(await testbedCommand(["up", "--spec", spec, "--json", ...flags], up.io, fake.deps), 0);
   const made = JSON.parse(up.out.stdout) as { nodes: Array<{ processFlags: string[] }> };
   const budgets = made.nodes.map((n) => n.processFlags.flatMap((flag, i, all) => (flag === "--memory-budget" ? [all[i + 1]!] : [])));
   assert.deepEqual(budgets, [[], [], ["0.5"]], JSON.stringify(made.nodes));
+  const later = made.nodes.map((n) => n.processFlags.flatMap((flag, i, all) => (flag === "--slowdown-after" ? [all[i + 1]!] : [])));
+  assert.deepEqual(later, [[], ["30:4"], []]);
   await testbedCommand(["down", ...flags], bufferIo().io, fake.deps);
   assert.deepEqual([...fake.namespaces], []);
 });
