@@ -91,6 +91,9 @@ export function budgetOptions(budgetBytes: number | undefined, predictor: GroupP
   }
   const mean = (layer: number, kind: GroupKind): Float64Array | undefined => predictor.maps[kind][layer]?.mean;
   const scores = new Float64Array(Math.max(...predictor.maps.attention.map((m) => m.nOutputs), ...predictor.maps.ffn.map((m) => m.nOutputs)));
+  const byScore = (n: number): number[] => Array.from({ length: n }, (_, g) => g).sort((a, b) => scores[b]! - scores[a]! || a - b);
+  // The calibration order never changes: sorted once per part, not per read.
+  const staticOrders = new Map<string, number[]>();
   return {
     budgetBytes,
     importance: mean,
@@ -98,10 +101,18 @@ export function budgetOptions(budgetBytes: number | undefined, predictor: GroupP
       const map = predictor.maps[kind][layer];
       if (map === undefined) return [];
       const input = lookAhead?.latestInput();
-      if (input === undefined) scores.set(map.mean);
-      else lookAhead!.predictor.predict(layer, kind, input, 0, scores);
-      const ranked = Array.from({ length: map.nOutputs }, (_, g) => g);
-      return ranked.sort((a, b) => scores[b]! - scores[a]! || a - b);
+      if (input !== undefined) {
+        lookAhead!.predictor.predict(layer, kind, input, 0, scores);
+        return byScore(map.nOutputs);
+      }
+      const key = `${layer}:${kind}`;
+      let order = staticOrders.get(key);
+      if (order === undefined) {
+        scores.set(map.mean);
+        order = byScore(map.nOutputs);
+        staticOrders.set(key, order);
+      }
+      return order;
     },
   };
 }

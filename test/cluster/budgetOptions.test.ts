@@ -26,6 +26,10 @@ test("look-ahead: a part's reads follow the predictor's scores for the latest in
   // Ties keep group order.
   latest = new Float32Array(DIM);
   assert.deepEqual(options.rank!(0, "attention"), [0, 1, 2, 3]);
+  // Without an input again, the calibration order, unchanged by the predictions in between.
+  latest = undefined;
+  assert.deepEqual(options.rank!(0, "ffn"), [2, 1, 0]);
+  assert.equal(options.rank!(0, "ffn"), options.rank!(0, "ffn"), "sorted once, not per read");
 });
 
 test("without a look-ahead the averages rank; without a budget nothing streams; another block size ranks nothing", () => {
