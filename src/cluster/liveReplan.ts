@@ -19,7 +19,7 @@ import type { ControlMessage } from "../net/index.js";
 import { validatePlacement, type GroupKind, type GroupLayout, type Placement } from "../partition/index.js";
 import type { DeviceProfile } from "../scheduler/index.js";
 import { ReplanWatch, describeTrigger, type ReplanPolicy, type ReplanTrigger, type WorkerSample } from "./replanWatch.js";
-import { planMessage, type WorkerLink } from "./workerLink.js";
+import { planGroupRanges, type WorkerLink } from "./workerLink.js";
 
 /** (nLayers) per kind, the device a group must stay on, or -1 where the scheduler is free. */
 export type PinnedGroups = Array<Record<GroupKind, number[]>>;
@@ -224,11 +224,9 @@ export class LiveReplanner<S> {
 
   /** Sends prepare; true once prepare-ok came (or the worker was lost: it gets the new placement when it rejoins), false on a refusal or timeout. */
   private async prepare(link: WorkerLink, sequence: number, placement: Placement): Promise<boolean> {
-    const plan = planMessage(placement, this.host.layout, link.index, 0, "f32", 0, 1);
-    if (plan.type !== "plan") return false;
     const answer = this.reply(link, "prepare-ok", sequence, PREPARE_TIMEOUT_MS);
     try {
-      link.connection.send({ type: "prepare", sequence, groups: plan.groups, ffnBlockSize: plan.ffnBlockSize });
+      link.connection.send({ type: "prepare", sequence, groups: planGroupRanges(placement, link.index), ffnBlockSize: this.host.layout.ffnBlockSize });
     } catch {
       this.onLost(link);
     }

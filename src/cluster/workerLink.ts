@@ -7,7 +7,7 @@ import { homedir } from "node:os";
 import { HaloError, describeError, type Clock, type TimerHandle } from "../base/index.js";
 import {
   ControlConnection, LinkEmulator, LinkStats, StreamLinkEmulator,
-  type ControlMessage, type LinkProfile, type LinkStatsSnapshot, type MeasuredProfile, type WireFormat,
+  type ControlMessage, type LinkProfile, type LinkStatsSnapshot, type MeasuredProfile, type PhaseGroups, type WireFormat,
 } from "../net/index.js";
 import { defaultShardCacheDir, prepareShard } from "../loader/index.js";
 import type { GgufFile, ModelConfig } from "../model/index.js";
@@ -169,11 +169,15 @@ export function workerSkipBelow(options: { skipBelow?: number; predictor?: unkno
 
 /** The plan that gives worker `index` its groups of every layer (and, with `skipBelow`, asks it to skip the unimportant ones). */
 export function planMessage(placement: Placement, layout: GroupLayout, index: number, epoch: number, wire: WireFormat, position: number, copies: number, skipBelow?: number): ControlMessage {
-  const groups = placement.layers.map((_, l) => ({
+  return { type: "plan", sequence: 1, epoch, groups: planGroupRanges(placement, index), ffnBlockSize: layout.ffnBlockSize, wire, position, copies, ...(skipBelow === undefined ? {} : { skipBelow }) };
+}
+
+/** Worker `index`'s groups of every layer, as plan and prepare messages carry them. */
+export function planGroupRanges(placement: Placement, index: number): PhaseGroups[] {
+  return placement.layers.map((_, l) => ({
     attention: groupsOfDevice(placement, l, "attention", index).map((r) => [r.start, r.end] as [number, number]),
     ffn: groupsOfDevice(placement, l, "ffn", index).map((r) => [r.start, r.end] as [number, number]),
   }));
-  return { type: "plan", sequence: 1, epoch, groups, ffnBlockSize: layout.ffnBlockSize, wire, position, copies, ...(skipBelow === undefined ? {} : { skipBelow }) };
 }
 
 const PLAN_TIMEOUT_MS = 300_000;
